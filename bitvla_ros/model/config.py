@@ -197,7 +197,9 @@ class BitVLAConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BitVLAConfig":
+    def from_dict(cls, d: dict, tokens: TokenIds | None = None) -> "BitVLAConfig":
+        """Parse a config.json dict. Special ids: ``tokens`` if given, else the `bitvla_ros`
+        section's, else the published ones."""
         model_type = d.get("model_type")
         ours = d.get("bitvla_ros", {})
         if model_type not in PUBLISHED_MODEL_TYPES:
@@ -224,7 +226,8 @@ class BitVLAConfig:
         text = _pick(TextConfig, tc)
         if "vocab_size" in d and "vocab_size" not in tc:
             text.vocab_size = d["vocab_size"]
-        tokens = TokenIds(**ours["token_ids"]) if "token_ids" in ours else TokenIds()
+        if tokens is None:
+            tokens = TokenIds(**ours["token_ids"]) if "token_ids" in ours else TokenIds()
         extras = {k: ours[k] for k in ("num_images", "action_chunk", "action_dim", "proprio_dim",
                                         "use_proprio", "action_head_blocks") if k in ours}
         vfl = d.get("vision_feature_layer", -1)

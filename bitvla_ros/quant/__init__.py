@@ -8,6 +8,7 @@ from bitvla_ros.quant.ternary import (
     SCALE_EPS,
     activation_fake_quant,
     quantize_activations_int8,
+    quantize_rows_int8,
     ternarize,
     weight_fake_quant,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "pack_ternary",
     "packed_row_bytes",
     "quantize_activations_int8",
+    "quantize_rows_int8",
     "ternarize",
     "unpack_ternary",
     "weight_fake_quant",

@@ -13,15 +13,20 @@ import torch
 SCALE_EPS = 1e-5
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """The quantizers work in fp32, or in fp64 when given fp64 (reference comparisons)."""
+    return t.detach() if t.dtype == torch.float64 else t.detach().float()
+
+
 def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
-    """α = max(mean|W|, 1e-5) over the whole matrix, as a 0-d fp32 tensor."""
-    return weight.detach().float().abs().mean().clamp(min=SCALE_EPS)
+    """α = max(mean|W|, 1e-5) over the whole matrix, as a 0-d fp32 (or fp64) tensor."""
+    return _wide(weight).abs().mean().clamp(min=SCALE_EPS)
 
 
 def ternarize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ternary codes in {-1, 0, +1} (int8) and the fp32 scale α, so that W ≈ codes · α."""
     alpha = absmean_scale(weight)
-    codes = torch.round(weight.detach().float() / alpha).clamp_(-1, 1).to(torch.int8)
+    codes = torch.round(_wide(weight) / alpha).clamp_(-1, 1).to(torch.int8)
     return codes, alpha
 
 
@@ -31,7 +36,7 @@ def quantize_activations_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     The scale has the shape of ``x`` with the last dimension kept as 1. Since |x·s| ≤ 127 the
     codes use the symmetric range [-127, 127].
     """
-    xf = x.detach().float()
+    xf = _wide(x)
     scale = 127.0 / xf.abs().amax(dim=-1, keepdim=True).clamp(min=SCALE_EPS)
     codes = torch.round(xf * scale).clamp_(-128, 127).to(torch.int8)
     return codes, scale
@@ -41,7 +46,7 @@ class _WeightFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight):
         codes, alpha = ternarize(weight)
-        return (codes.float() * alpha).to(weight.dtype)
+        return (codes.to(alpha.dtype) * alpha).to(weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -52,7 +57,7 @@ class _ActivationFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         codes, scale = quantize_activations_int8(x)
-        return (codes.float() / scale).to(x.dtype)
+        return (codes.to(scale.dtype) / scale).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -67,3 +72,12 @@ def weight_fake_quant(weight: torch.Tensor) -> torch.Tensor:
 def activation_fake_quant(x: torch.Tensor) -> torch.Tensor:
     """x_q = round(x·s)/s per token in x's dtype, with a straight-through gradient."""
     return _ActivationFakeQuant.apply(x)
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row absmax int8 for lookup tables such as the token embedding: (int8 rows, fp32 scale
+    per row) with row ≈ codes · scale. Unlike the activation quantizer the scale multiplies."""
+    wf = weight.detach().float()
+    scale = wf.abs().amax(dim=-1).clamp(min=SCALE_EPS) / 127.0
+    codes = torch.round(wf / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return codes, scale

@@ -1,0 +1,103 @@
+"""The `bitvla` command. Subcommands: info, convert (more arrive with later capabilities)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_info(args) -> int:
+    import torch
+
+    from bitvla_ros.kernels import AUTO_ORDER, available_backends, backend_names, get_backend
+    from bitvla_ros.model.checkpoint import CheckpointError, checkpoint_format
+    from bitvla_ros.model.config import BitVLAConfig, ConfigError, preset
+    from bitvla_ros.model.inventory import format_inventory, inventory
+
+    try:
+        if args.model:
+            config = BitVLAConfig.load(Path(args.model) / "config.json" if Path(args.model).is_dir() else args.model)
+            source = f"model folder {args.model} ({checkpoint_format(args.model)} format)"
+        else:
+            config = preset(args.preset)
+            source = f"preset {args.preset}"
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"bitvla info: {e}", file=sys.stderr)
+        return 2
+    v, t = config.vision, config.text
+    print(f"BitVLA from {source}")
+    print(f"  vision  {v.num_hidden_layers} layers x {v.hidden_size} (MLP {v.intermediate_size}), "
+          f"{v.image_size}px / patch {v.patch_size} = {v.num_patches} tokens per image, "
+          f"{'W1.58-A8' if v.quantized else 'full precision'}")
+    print(f"  LLM     {t.num_hidden_layers} layers x {t.hidden_size} (FFN {t.intermediate_size}), "
+          f"{t.num_attention_heads} heads / {t.num_key_value_heads} KV, vocab {t.vocab_size}, W1.58-A8")
+    print(f"  actions {config.action_chunk} steps x {config.action_dim} dims from {config.num_images} images"
+          f"{' + proprio(' + str(config.proprio_dim) + ')' if config.use_proprio else ''}")
+    print()
+    print(format_inventory(inventory(config, embedding=args.embedding)))
+    print(f"(packed: ternary linears at 2 bits + an fp32 scale each, token embedding {args.embedding}, rest bf16)")
+    print()
+    chosen = get_backend(args.backend).name
+    print(f"kernel backends: {', '.join(backend_names())}; available here: {', '.join(available_backends())}")
+    print(f"backend '{args.backend}' -> {chosen} (auto order: {' > '.join(AUTO_ORDER)}); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    if args.model:
+        stats = Path(args.model) / "dataset_statistics.json"
+        keys = sorted(json.loads(stats.read_text())) if stats.is_file() else []
+        print(f"unnorm keys: {keys or 'none (dataset_statistics.json missing)'}; "
+              f"tokenizer: {'yes' if (Path(args.model) / 'tokenizer.json').is_file() else 'missing'}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    import torch
+
+    from bitvla_ros.model.checkpoint import CheckpointError, convert
+
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    start = time.perf_counter()
+    try:
+        model = convert(args.src, args.dst, embedding=args.embedding, dtype=dtype)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"bitvla convert: {e}", file=sys.stderr)
+        return 2
+    size = sum(f.stat().st_size for f in Path(args.dst).iterdir() if f.is_file())
+    print(f"wrote packed model to {args.dst}: {len(model.ternary_layers())} ternary linears, "
+          f"{size / 1e6:.1f} MB on disk, {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitvla", description="BitVLA for ROS 2: inspect, convert, run.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="sizes per component, packed bytes, and the kernel backend choice")
+    src = info.add_mutually_exclusive_group()
+    src.add_argument("--preset", default="bitvla-3b", help="a built-in size (bitvla-3b, tiny)")
+    src.add_argument("--model", help="a model folder (published master weights or packed)")
+    info.add_argument("--backend", default="auto", help="kernel backend to resolve (default: auto)")
+    info.add_argument("--embedding", default="int8", choices=["int8", "float"], help="embedding storage when packed")
+    info.set_defaults(func=_cmd_info)
+
+    conv = sub.add_parser("convert", help="published master weights -> packed deployment folder")
+    conv.add_argument("src", help="published BitVLA folder (config.json, safetensors, .pt sidecars)")
+    conv.add_argument("dst", help="output folder for the packed model")
+    conv.add_argument("--embedding", default="int8", choices=["int8", "float"],
+                      help="token embedding storage: int8 rows + scales (default) or float")
+    conv.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                      help="dtype of the non-ternary tensors (default bfloat16)")
+    conv.set_defaults(func=_cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

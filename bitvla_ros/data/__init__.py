@@ -1,0 +1,1 @@
+"""Datasets: episode-atomic writer and reader, statistics, chunked training samples."""

@@ -1,0 +1,1 @@
+"""The BitVLA model: BitLinear, config, vision encoder, BitNet LLM, heads, processor, checkpoints."""

@@ -1,0 +1,153 @@
+"""BitVLA: vision encoder + projector + BitNet LLM + proprio projector + L1 action head.
+
+One forward pass turns (token ids, images, normalized proprio) into a normalized action chunk
+(B, chunk, action_dim), following reference/bitvla.md §1.5–1.9 exactly:
+1. embed the ids; overwrite the image-pad rows, in order, with projected patch features and the
+   proprio-pad row with the projected proprio;
+2. set the action-slot rows (ids above the proprio id) to exactly zero;
+3. one LLM pass with bidirectional attention over every non-pad token;
+4. read each action slot from the hidden state one position *before* it (the shifted read-out),
+   reshape 56 → 8 × (7 · hidden) timestep-major, and run the action head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bitvla_ros.model.bitlinear import BitLinear
+from bitvla_ros.model.bitnet import BitNetModel
+from bitvla_ros.model.config import BitVLAConfig
+from bitvla_ros.model.embedding import QuantizedEmbedding
+from bitvla_ros.model.heads import L1ActionHead, ProprioProjector, Projector
+from bitvla_ros.model.vision import VisionEncoder
+
+
+class BitVLA(nn.Module):
+    def __init__(self, config: BitVLAConfig):
+        super().__init__()
+        self.config = config.validate()
+        h = config.text.hidden_size
+        self.vision = VisionEncoder(config.vision, num_layers=config.vision_layers_used)
+        self.projector = Projector(config.vision.hidden_size, h)
+        self.llm = BitNetModel(config.text)
+        self.proprio_projector = ProprioProjector(config.proprio_dim, h) if config.use_proprio else None
+        self.action_head = L1ActionHead(h, config.action_dim, config.action_head_blocks)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector.linear_1.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector.linear_1.weight.device
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, N_img, 3, S, S) → (B, N_img · patches, hidden); cameras are encoded independently."""
+        b, n = pixel_values.shape[:2]
+        feats = self.vision(pixel_values.flatten(0, 1).to(self.dtype))
+        return self.projector(feats).reshape(b, n * feats.shape[1], -1)
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                     proprio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM input embeddings and the action-slot mask (B, L)."""
+        cfg, tok = self.config, self.config.tokens
+        embeds = self.llm.embed_tokens(input_ids).to(self.dtype)
+
+        image_mask = input_ids == tok.image
+        expected = cfg.num_images * cfg.vision.num_patches
+        if pixel_values.shape[1] != cfg.num_images or not bool((image_mask.sum(1) == expected).all()):
+            raise ValueError(
+                f"expected {cfg.num_images} images and {expected} image tokens per sequence, found "
+                f"{pixel_values.shape[1]} images and {image_mask.sum(1).tolist()} tokens; build inputs with BitVLAProcessor"
+            )
+        image_feats = self.encode_images(pixel_values)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_feats.to(embeds.dtype))
+
+        if self.proprio_projector is not None:
+            proprio_mask = input_ids == tok.proprio
+            if proprio is None or not bool((proprio_mask.sum(1) == 1).all()):
+                raise ValueError("this model uses proprio: pass a (B, proprio_dim) tensor and one proprio token per sequence")
+            embeds = embeds.masked_scatter(proprio_mask.unsqueeze(-1),
+                                           self.proprio_projector(proprio.to(self.dtype)).to(embeds.dtype))
+
+        action_mask = input_ids > tok.proprio
+        if not bool((action_mask.sum(1) == cfg.num_action_slots).all()):
+            raise ValueError(
+                f"expected {cfg.num_action_slots} action slots per sequence, found {action_mask.sum(1).tolist()}"
+            )
+        # Action slots enter as zero vectors: no token embedding, position comes from RoPE only.
+        embeds = embeds * (~action_mask).unsqueeze(-1).to(embeds.dtype)
+        return embeds, action_mask
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """→ normalized actions (B, action_chunk, action_dim), in fp32."""
+        cfg = self.config
+        embeds, action_mask = self.embed_inputs(input_ids, pixel_values, proprio)
+        hidden = self.llm(embeds, attention_mask)
+        b = input_ids.shape[0]
+        slots = action_mask.nonzero()[:, 1].view(b, cfg.num_action_slots)  # row-major, so sorted per row
+        # Shifted read-out: slot p is predicted from the hidden state at p - 1.
+        idx = (slots - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        gathered = hidden.gather(1, idx).reshape(b, cfg.action_chunk, cfg.action_dim * hidden.shape[-1])
+        return self.action_head(gathered).float()
+
+    # --- deploy form -------------------------------------------------------------------------
+
+    def ternary_layers(self):
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, BitLinear) and m.quantize]
+
+    def to_deploy(self, backend: str = "auto", embedding: str = "int8", dtype: torch.dtype | None = None) -> "BitVLA":
+        """Pack every ternary linear (dropping its float weight), optionally store the token
+        embedding as int8 rows, and cast the remaining parameters to ``dtype``.
+
+        Quantization scales stay fp32 buffers; only parameters take ``dtype``.
+        """
+        for _, layer in self.ternary_layers():
+            layer.to_deploy(backend)
+        if embedding == "int8" and isinstance(self.llm.embed_tokens, nn.Embedding):
+            self.llm.embed_tokens = QuantizedEmbedding.from_float(self.llm.embed_tokens)
+        elif embedding not in ("int8", "float"):
+            raise ValueError(f"embedding storage must be 'int8' or 'float', got {embedding!r}")
+        if dtype is not None:
+            cast_parameters(self, dtype)
+        return self
+
+    @classmethod
+    def deploy_skeleton(cls, config: BitVLAConfig, embedding: str = "int8") -> "BitVLA":
+        """A deploy-form model on the meta device: packed BitLinears and (optionally) an int8
+        embedding, with no storage at all. Fill it with ``load_state_dict(sd, assign=True)``."""
+        with torch.device("meta"):
+            model = cls(config)
+        for name, layer in model.ternary_layers():
+            packed = BitLinear.packed(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+            model.set_submodule(name, packed)
+        if embedding == "int8":
+            t = config.text
+            model.llm.embed_tokens = QuantizedEmbedding(t.vocab_size, t.hidden_size, device="meta")
+        return model
+
+    def set_backend(self, name: str = "auto") -> None:
+        for _, layer in self.ternary_layers():
+            if layer.deployed:
+                layer.set_backend(name)
+
+    @property
+    def deployed(self) -> bool:
+        layers = self.ternary_layers()
+        return bool(layers) and all(layer.deployed for _, layer in layers)
+
+    @property
+    def backend_name(self) -> str | None:
+        names = {layer.backend_name for _, layer in self.ternary_layers() if layer.deployed}
+        return names.pop() if len(names) == 1 else None
+
+
+def cast_parameters(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating-point parameters (not buffers: quantization scales stay fp32)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            p.data = p.data.to(dtype)

@@ -1,0 +1,1 @@
+"""Thin rclpy shells over the pure-Python core: policy, recorder and sim nodes."""

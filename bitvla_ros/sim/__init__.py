@@ -1,0 +1,1 @@
+"""LIBERO simulation wrapper and scripted expert."""

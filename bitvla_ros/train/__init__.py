@@ -1,0 +1,1 @@
+"""Training loops: OFT fine-tuning and vision-encoder distillation."""
