@@ -29,6 +29,7 @@ def ternary_matmul_reference(x: torch.Tensor, weight: PackedTernary) -> torch.Te
 
 class ReferenceBackend:
     name = "reference"
+    devices = ("cpu", "cuda")
 
     @staticmethod
     def available() -> bool:

@@ -1,21 +1,25 @@
 """Backends behind one call, y = x · Wᵀ on packed ternary weights, and the choice among them.
 
-A backend has ``name``, ``available()``, ``prepare(PackedTernary)`` (one-time layout work at load,
-e.g. a repack for a GPU kernel) and ``matmul(x, prepared) -> fp32 y``. ``auto`` takes the first
-available backend in ``AUTO_ORDER``.
+A backend has ``name``, ``devices`` (the tensor device types it runs on), ``available()``,
+``prepare(PackedTernary)`` (one-time layout work at load, e.g. a repack for a GPU kernel) and
+``matmul(x, prepared) -> fp32 y``. ``auto`` takes the first backend in ``AUTO_ORDER`` that runs
+on the tensors' device and is available on this machine.
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
+
 from bitvla_ros.kernels.reference import ReferenceBackend
 
 log = logging.getLogger(__name__)
 
 _BACKENDS = {ReferenceBackend.name: ReferenceBackend}
-# Fastest first; later issues register cuda, int8 and cpu ahead of reference.
+# Fastest first; the cuda, cpu and int8 backends register themselves ahead of reference.
 AUTO_ORDER = ["reference"]
+_LOGGED: set[tuple[str, str]] = set()
 
 
 def register_backend(backend, *, auto_rank: int | None = None) -> None:
@@ -28,24 +32,36 @@ def backend_names() -> list[str]:
     return list(_BACKENDS)
 
 
-def available_backends() -> list[str]:
-    return [name for name, b in _BACKENDS.items() if b.available()]
+def _runs_on(backend, device_type: str) -> bool:
+    return device_type in getattr(backend, "devices", ("cpu", "cuda"))
 
 
-def get_backend(name: str = "auto"):
-    """The backend called ``name``, or the best available one for ``auto``."""
+def available_backends(device: str | torch.device | None = None) -> list[str]:
+    """Backends usable here (on ``device``'s type, if given)."""
+    dev = None if device is None else torch.device(device).type
+    return [n for n, b in _BACKENDS.items() if (dev is None or _runs_on(b, dev)) and b.available()]
+
+
+def get_backend(name: str = "auto", device: str | torch.device = "cpu"):
+    """The backend called ``name``, or for ``auto`` the best one available for ``device``."""
+    dev = torch.device(device).type
     if name == "auto":
         for candidate in AUTO_ORDER:
-            if _BACKENDS[candidate].available():
-                log.info("ternary kernel backend: auto -> %s", candidate)
-                return _BACKENDS[candidate]
-        raise RuntimeError("no ternary kernel backend is available (the reference backend always should be)")
+            backend = _BACKENDS[candidate]
+            if _runs_on(backend, dev) and backend.available():
+                if (dev, candidate) not in _LOGGED:
+                    _LOGGED.add((dev, candidate))
+                    log.info("ternary kernel backend for %s tensors: auto -> %s", dev, candidate)
+                return backend
+        raise RuntimeError(f"no ternary kernel backend runs on {dev} tensors here")
     if name not in _BACKENDS:
         raise ValueError(f"unknown kernel backend {name!r}; expected 'auto' or one of {backend_names()}")
     backend = _BACKENDS[name]
+    if not _runs_on(backend, dev):
+        raise RuntimeError(f"kernel backend {name!r} runs on {list(backend.devices)} tensors, not {dev}; "
+                           f"use one of {available_backends(dev)} or 'auto'")
     if not backend.available():
-        raise RuntimeError(
-            f"kernel backend {name!r} is not available on this machine; available: {available_backends()} "
-            "(or use backend 'auto')"
-        )
+        reason = getattr(backend, "unavailable_reason", lambda: "")()
+        raise RuntimeError(f"kernel backend {name!r} is not available on this machine{': ' + reason if reason else ''}; "
+                           f"available: {available_backends(dev)} (or use 'auto')")
     return backend

@@ -35,6 +35,7 @@ class BitLinear(nn.Module):
         self.in_features, self.out_features, self.quantize = in_features, out_features, quantize
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self._backend_request = "auto"
         self._backend = None
         self._prepared = None
         if self.weight.device.type != "meta":
@@ -73,7 +74,11 @@ class BitLinear(nn.Module):
         return layer
 
     def set_backend(self, name: str = "auto") -> None:
-        self._backend = get_backend(name)
+        """Choose the kernel backend now (errors surface here), for the codes' current device.
+        If the layer later runs on another device type, ``name`` is resolved again there."""
+        device = self.qweight.device if self.deployed and self.qweight.device.type != "meta" else "cpu"
+        self._backend = get_backend(name, device)
+        self._backend_request = name
         self._prepared = None
 
     @property
@@ -82,6 +87,11 @@ class BitLinear(nn.Module):
 
     def packed_weight(self) -> PackedTernary:
         return PackedTernary(self.qweight, self.weight_scale, self.in_features)
+
+    def _apply(self, fn, *args, **kwargs):
+        # A device move or cast leaves a backend's prepared copy behind: rebuild it lazily.
+        self._prepared = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):
         # New packed codes invalidate a backend's prepared copy.
@@ -92,8 +102,9 @@ class BitLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deployed:
-            if self._backend is None:
-                self.set_backend("auto")
+            if self._backend is None or x.device.type not in getattr(self._backend, "devices", (x.device.type,)):
+                self._backend = get_backend(self._backend_request, x.device)
+                self._prepared = None
             if self._prepared is None:
                 self._prepared = self._backend.prepare(self.packed_weight())
             y = self._backend.matmul(x, self._prepared).to(x.dtype)

@@ -66,4 +66,5 @@ def unpack_ternary(packed: torch.Tensor, in_features: int, dtype: torch.dtype = 
         )
     n = packed.shape[0]
     fields = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 3
-    return (fields.view(n, -1)[:, :in_features].to(dtype) - 1)
+    codes = fields.view(n, -1)[:, :in_features].to(dtype)
+    return codes.sub_(1)  # in place: one (N, K) temporary, not two

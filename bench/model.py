@@ -1,0 +1,70 @@
+"""Seconds per action chunk for the one-pass forward, per kernel backend.
+
+Builds the model directly in deploy form with random packed weights (no float ternary copy) and
+times the whole forward — two 224 px images through the vision tower, ~600 tokens through the
+LLM, the action head — plus its stages, as medians.
+
+    .venv/bin/python bench/model.py [--preset bitvla-3b] [--backends reference,...] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from common import dummy_inputs, median, random_deploy_model, threads
+
+from bitvla_ros.kernels import available_backends
+from bitvla_ros.model.config import preset
+
+
+def stage_times(model, batch) -> dict[str, float]:
+    """One forward split into vision (+projector), LLM and read-out/head."""
+    t0 = time.perf_counter()
+    embeds, action_mask = model.embed_inputs(batch["input_ids"], batch["pixel_values"], batch.get("proprio"))
+    t1 = time.perf_counter()
+    hidden = model.llm(embeds, batch["attention_mask"])
+    t2 = time.perf_counter()
+    cfg = model.config
+    slots = action_mask.nonzero()[:, 1].view(1, cfg.num_action_slots)
+    idx = (slots - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    model.action_head(hidden.gather(1, idx).reshape(1, cfg.action_chunk, -1))
+    t3 = time.perf_counter()
+    return {"vision+embed": t1 - t0, "llm": t2 - t1, "head": t3 - t2}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="bitvla-3b")
+    p.add_argument("--backends", default=",".join(available_backends()))
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+
+    torch.set_grad_enabled(False)
+    config = preset(args.preset)
+    start = time.perf_counter()
+    model = random_deploy_model(config)
+    batch = dummy_inputs(config)
+    print(f"{args.preset}: built in deploy form in {time.perf_counter() - start:.1f} s; "
+          f"{batch['input_ids'].shape[1]} tokens, {config.num_images} images; {threads()}")
+    rows = []
+    for backend in args.backends.split(","):
+        model.set_backend(backend)
+        model(**batch)  # warm-up (and any one-time weight preparation)
+        totals, stages = [], []
+        for _ in range(args.repeats):
+            s = stage_times(model, batch)
+            stages.append(s)
+            totals.append(sum(s.values()))
+        rows.append((backend, median(totals), {k: median([s[k] for s in stages]) for k in stages[0]}))
+    print(f"\n{'backend':12s} {'s/chunk':>9s}   stages (median s)")
+    base = rows[0][1]
+    for backend, total, st in rows:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in st.items())
+        print(f"{backend:12s} {total:9.2f}   {parts}   ({base / total:.2f}x vs {rows[0][0]})")
+
+
+if __name__ == "__main__":
+    main()
