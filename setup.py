@@ -44,8 +44,8 @@ setup(
     entry_points={
         "console_scripts": [
             "bitvla = bitvla_ros.cli:main",
-            # The ROS nodes (bitvla_policy, bitvla_recorder, bitvla_sim) are added here by the
-            # issues that bring them.
+            # `ros2 run bitvla_ros <name>`
+            "policy_node = bitvla_ros.ros.policy_node:main",
         ],
     },
 )

@@ -124,6 +124,12 @@ class PolicyRunner:
             self.scheduler.flush()
             return self._hold()
 
+    def set_limits(self, lower, upper, max_step_delta) -> None:
+        """New bounds and step limit (raises ValueError, keeping the old ones, if they are invalid)."""
+        limits = SafetyLimits.build(len(self.settings.action_names), lower, upper, max_step_delta)
+        with self._lock:
+            self.safety.limits = limits
+
     def reset(self) -> None:
         """Flush the queue, clear a fault, and forget the previous command for the delta limit."""
         with self._lock:

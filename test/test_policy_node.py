@@ -1,0 +1,197 @@
+"""policy_node in its own process over real DDS, fed by fake cameras and joints in the test.
+
+A tiny random BitVLA (packed, made here) runs on the reference kernels.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+import tiny
+from ros_helpers.harness import NodeProcess, call, spin_until
+from bitvla_ros.model.checkpoint import convert
+
+CAMERAS = ["agentview/image_raw", "wrist/image_raw/compressed"]
+PROPRIO = [f"p{i}" for i in range(8)]
+ACTIONS = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+RATE = 20.0
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, seed in (("a", 0), ("b", 7)):
+        convert(tiny.write_published_checkpoint(root / f"pub_{name}", tiny.model(seed)), root / name)
+        out[name] = root / name
+    return out
+
+
+def node_params(model_dir, **overrides):
+    return {"model_path": str(model_dir), "backend": "reference", "image_topics": CAMERAS,
+            "proprio_names": PROPRIO, "action_names": ACTIONS, "control_rate_hz": RATE,
+            "max_observation_age_s": 1.0, "start_enabled": True, "diagnostics_rate_hz": 4.0} | overrides
+
+
+class FakeRobot:
+    """Publishes cameras, joint states and the instruction; collects commands and diagnostics."""
+
+    def __init__(self, context):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image, JointState
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.node = rclpy.create_node("fake_robot", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.image_pub = self.node.create_publisher(Image, CAMERAS[0], qos_profile_sensor_data)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, CAMERAS[1], qos_profile_sensor_data)
+        self.joint_pub = self.node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
+        self.commands, self.diagnostics, self.stamps = [], [], []
+        self.node.create_subscription(JointTrajectory, "joint_command", self.commands.append, 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.age_s, self.encoding, self.nan = 0.0, "rgb8", False
+        self.node.create_timer(0.1, self.publish)
+        self.Image, self.CompressedImage, self.JointState, self.String = Image, CompressedImage, JointState, String
+
+    def publish(self):
+        from bitvla_ros.ros.conversions import rgb_to_compressed, rgb_to_image
+
+        now = self.node.get_clock().now()
+        stamp = (now - __import__("rclpy").duration.Duration(seconds=self.age_s)).to_msg()
+        self.stamps.append(stamp.sec + stamp.nanosec * 1e-9)
+        rgb = np.full((48, 64, 3), 90, np.uint8)
+        img = rgb_to_image(self.Image(), rgb)
+        img.encoding = self.encoding if self.encoding != "rgb8" else img.encoding
+        img.header.stamp = stamp
+        comp = rgb_to_compressed(self.CompressedImage(), rgb)
+        comp.header.stamp = stamp
+        js = self.JointState(name=PROPRIO + ["extra_joint"],
+                             position=[float("nan") if self.nan else 0.1 * i for i in range(9)])
+        js.header.stamp = stamp
+        self.image_pub.publish(img)
+        self.compressed_pub.publish(comp)
+        self.joint_pub.publish(js)
+
+    def instruct(self, text):
+        self.instruction_pub.publish(self.String(data=text))
+
+    def spin_until(self, condition, timeout):
+        return spin_until(self.executor, condition, timeout)
+
+    def spin_for(self, seconds):
+        spin_until(self.executor, lambda: False, seconds)
+
+    def last_status(self):
+        for array in reversed(self.diagnostics):
+            for s in array.status:
+                if s.name == "bitvla_policy":
+                    return s, {kv.key: kv.value for kv in s.values}
+        return None, {}
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def robot(rclpy_context):
+    r = FakeRobot(rclpy_context)
+    yield r
+    r.close()
+
+
+def set_param(robot, name, value):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = robot.node.create_client(SetParameters, "/bitvla_policy/set_parameters")
+    value_msg = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    result = call(robot.executor, client, SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)]))
+    return result.results[0]
+
+
+def test_chunks_arrive_with_names_points_timing_and_stamp(models, robot, tmp_path):
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", node_params(models["a"]), tmp_path) as proc:
+        robot.instruct("put the bowl on the stove")
+        assert robot.spin_until(lambda: len(robot.commands) >= 3, 60), proc.log()
+        msg = robot.commands[-1]
+        assert list(msg.joint_names) == ACTIONS
+        assert len(msg.points) == 8 and all(len(p.positions) == 7 for p in msg.points)
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        assert times == pytest.approx([(k + 1) / RATE for k in range(8)])
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        assert min(abs(stamp - s) for s in robot.stamps) < 1e-6  # the observation's own stamp
+        status, values = robot.last_status()
+        assert status is not None and values["backend"] == "reference"
+        assert int(values["chunks_published"]) >= 1 and float(values["latency_p50_s"]) > 0
+        assert proc.alive()
+
+
+def test_starts_disabled_enables_and_refuses_stale_or_bad_input(models, robot, tmp_path):
+    from std_srvs.srv import SetBool
+
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy",
+                     node_params(models["a"], start_enabled=False), tmp_path) as proc:
+        robot.instruct("put the bowl on the stove")
+        assert robot.spin_until(lambda: robot.last_status()[0] is not None, 60), proc.log()
+        robot.spin_for(2.0)  # running, fed, but disabled
+        assert robot.commands == []
+        assert "disabled" in robot.last_status()[0].message
+        enable = robot.node.create_client(SetBool, "/bitvla_policy/enable")
+        assert call(robot.executor, enable, SetBool.Request(data=True)).success
+        assert robot.spin_until(lambda: len(robot.commands) >= 2, 60), proc.log()
+
+        # stale inputs, a bad encoding, NaN joints and empty / huge instructions: no new commands
+        robot.age_s, robot.encoding, robot.nan = 5.0, "yuv422", True
+        robot.instruct("")
+        robot.instruct("x" * 10_000)
+        robot.spin_for(1.5)
+        before = len(robot.commands)
+        robot.spin_for(2.0)
+        assert len(robot.commands) == before
+        robot.spin_until(lambda: "rejected_non_finite_proprio" in robot.last_status()[1], 5)
+        _, values = robot.last_status()
+        for cause in ("bad_encoding", "non_finite_proprio", "bad_instruction"):
+            assert int(values.get(f"rejected_{cause}", 0)) >= 1, values
+        # fresh, valid input again: commands resume
+        robot.age_s, robot.encoding, robot.nan = 0.0, "rgb8", False
+        assert robot.spin_until(lambda: len(robot.commands) > before, 30), proc.log()
+        assert proc.alive()
+
+
+def test_policy_swap_and_failed_swap_rollback(models, robot, tmp_path):
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", node_params(models["a"]), tmp_path) as proc:
+        robot.instruct("put the bowl on the stove")
+        assert robot.spin_until(lambda: len(robot.commands) >= 2, 60), proc.log()
+        first = np.array([p.positions for p in robot.commands[-1].points])
+        result = set_param(robot, "model_path", str(models["b"]))
+        assert result.successful, result.reason
+        n = len(robot.commands)
+        assert robot.spin_until(lambda: len(robot.commands) >= n + 3, 30)
+        swapped = np.array([p.positions for p in robot.commands[-1].points])
+        assert not np.allclose(first, swapped)  # another model, same observation
+        bad = set_param(robot, "model_path", str(tmp_path / "missing"))
+        assert not bad.successful and "kept the running policy" in bad.reason and "does not exist" in bad.reason
+        n = len(robot.commands)
+        assert robot.spin_until(lambda: len(robot.commands) >= n + 2, 30)
+        assert np.allclose(np.array([p.positions for p in robot.commands[-1].points]), swapped)
+
+
+def test_limits_clamp_every_command(models, robot, tmp_path):
+    params = node_params(models["a"], action_lower=[-0.01], action_upper=[0.01], max_step_delta=[0.005])
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", params, tmp_path) as proc:
+        robot.instruct("turn on the stove")
+        assert robot.spin_until(lambda: len(robot.commands) >= 2, 60), proc.log()
+        plans = np.concatenate([np.array([p.positions for p in m.points]) for m in robot.commands])
+        assert np.abs(plans).max() <= 0.01 + 1e-12
+        steps = np.abs(np.diff(np.array([p.positions for p in robot.commands[-1].points]), axis=0))
+        assert steps.max() <= 0.005 + 1e-12
+    assert proc.proc.returncode in (0, -2)  # clean shutdown on SIGINT
