@@ -4,6 +4,7 @@ A tiny random BitVLA (packed, made here) runs on the reference kernels.
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,16 @@ def test_limits_clamp_every_command(models, robot, tmp_path):
         steps = np.abs(np.diff(np.array([p.positions for p in robot.commands[-1].points]), axis=0))
         assert steps.max() <= 0.005 + 1e-12
     assert proc.proc.returncode in (0, -2)  # clean shutdown on SIGINT
+
+
+def test_shipped_params_file_runs_the_node(models, robot, tmp_path):
+    """config/policy.yaml as installed, with only the model and test topics overridden."""
+    shipped = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
+    overrides = {"model_path": str(models["a"]), "image_topics": CAMERAS, "proprio_names": PROPRIO,
+                 "start_enabled": True, "diagnostics_rate_hz": 4.0}
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", overrides, tmp_path, params_files=[shipped]) as proc:
+        robot.instruct("put the bowl on the stove")
+        assert robot.spin_until(lambda: len(robot.commands) >= 1, 60), proc.log()
+        assert list(robot.commands[0].joint_names) == ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+        _, values = robot.last_status()
+        assert values.get("backend") in ("cpu", "reference", "int8", "cuda")

@@ -18,8 +18,11 @@ import yaml
 
 
 class NodeProcess:
-    def __init__(self, module: str, node_name: str, params: dict, workdir: Path, args: list[str] | None = None):
+    def __init__(self, module: str, node_name: str, params: dict, workdir: Path, args: list[str] | None = None,
+                 params_files: list[Path] = ()):
+        """``params_files`` load first (e.g. the shipped config/*.yaml); ``params`` override them."""
         self.module, self.node_name, self.params = module, node_name, params
+        self.params_files = [str(f) for f in params_files]
         self.workdir = Path(workdir)
         self.args = args or []
         self.proc: subprocess.Popen | None = None
@@ -29,8 +32,8 @@ class NodeProcess:
         params_file = self.workdir / f"{self.node_name}.yaml"
         params_file.write_text(yaml.safe_dump({self.node_name: {"ros__parameters": self.params}}))
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args, "--ros-args",
-                                      "--params-file", str(params_file)],
+        files = [a for f in [*self.params_files, str(params_file)] for a in ("--params-file", f)]
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args, "--ros-args", *files],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
