@@ -123,3 +123,34 @@ def median(xs: list[float]) -> float:
 
 def threads() -> str:
     return f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+
+
+def ros_isolation() -> None:
+    """Localhost-only DDS and a domain of our own, before rclpy is imported (as `make bench` does)."""
+    import random
+
+    if "rclpy" in sys.modules:
+        raise RuntimeError("set the ROS environment before importing rclpy")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if os.environ.get("BITVLA_TEST_ENV") != "1":  # not started by `make bench`: pick our own domain
+        os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
+
+
+def tiny_model_folder(directory: Path, seed: int = 0) -> Path:
+    """A packed tiny BitVLA folder (random weights, a tokenizer, statistics) for node benchmarks."""
+    import numpy as np
+
+    from bitvla_ros.model.checkpoint import save_packed
+    from bitvla_ros.model.config import tiny, with_vocab
+    from bitvla_ros.model.tokenizer import build_tokenizer, save_tokenizer, token_ids, vocab_size
+
+    tok = build_tokenizer(["put the bowl on the stove", "open the drawer"], vocab_size=300)
+    torch.manual_seed(seed)
+    model = BitVLA(with_vocab(tiny(), vocab_size(tok), token_ids(tok))).to_deploy("reference")
+    stat = lambda n: {k: v.tolist() for k, v in {"mean": np.zeros(n), "std": np.ones(n), "min": -np.ones(n),  # noqa: E731
+                                                  "max": np.ones(n), "q01": -np.ones(n), "q99": np.ones(n)}.items()}
+    stats = {"bench": {"action": stat(7) | {"mask": [True] * 6 + [False]}, "proprio": stat(8),
+                       "num_transitions": 1, "num_trajectories": 1}}
+    save_packed(model, directory, stats=stats)
+    save_tokenizer(tok, directory)
+    return directory
