@@ -1,1 +1,21 @@
-"""Datasets: episode-atomic writer and reader, statistics, chunked training samples."""
+"""Datasets: episode-atomic writer and reader, statistics, chunked training samples.
+
+ChunkedSamples needs torch and loads on first use, so that the recorder imports no torch.
+"""
+
+from bitvla_ros.data.fs import DatasetWriteError
+from bitvla_ros.data.layout import DatasetError
+from bitvla_ros.data.meta import rebuild_meta
+from bitvla_ros.data.reader import Episode, EpisodeDataset, EpisodeFrames
+from bitvla_ros.data.stats import compute_statistics
+from bitvla_ros.data.writer import DatasetWriter
+
+__all__ = ["ChunkedSamples", "DatasetError", "DatasetWriteError", "DatasetWriter", "Episode", "EpisodeDataset",
+           "EpisodeFrames", "compute_statistics", "rebuild_meta"]
+
+
+def __getattr__(name: str):
+    if name == "ChunkedSamples":
+        from bitvla_ros.data.samples import ChunkedSamples
+        return ChunkedSamples
+    raise AttributeError(f"module 'bitvla_ros.data' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""Shared pieces of the dataset tests: deterministic episodes, a small writer, meta checks.
+
+Run as a script it is the crash child: `python data_helpers.py MODE ROOT` writes two episodes,
+starts a third and pauses at the point MODE names (printing PAUSED), waiting to be killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bitvla_ros.data import DatasetWriter, rebuild_meta  # noqa: E402
+
+CAMERAS = ["agentview", "wrist"]
+STATE_NAMES = [f"joint{i}" for i in range(7)] + ["gripper_pos"]
+ACTION_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+H, W = 32, 40
+FPS = 10
+MASK = [True] * 6 + [False]
+
+
+def episode(seed: int, length: int) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """Frames (images, state, action): smooth images (so JPEG is close), random state and action."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = []
+    for t in range(length):
+        images = {}
+        for c, cam in enumerate(CAMERAS):
+            base = np.stack([xx * 5 + t * 3, yy * 6 + c * 40, (xx + yy) * 3 + seed * 7], -1)
+            images[cam] = (base % 256).astype(np.uint8)
+        action = rng.normal(size=7)
+        action[6] = float(rng.integers(0, 2))  # a 0/1 gripper
+        frames.append((images, rng.normal(size=8), action))
+    return frames
+
+
+def make_writer(root, **kw) -> DatasetWriter:
+    args = dict(fps=FPS, camera_names=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES,
+                robot_type="panda", image_format="png", action_mask=MASK, dataset_name="toy_no_noops")
+    return DatasetWriter(root, **{**args, **kw})
+
+
+def record(writer: DatasetWriter, seed: int, length: int, task: str | None = None) -> int:
+    writer.start_episode(task or f"task {seed % 2}")
+    for images, state, action in episode(seed, length):
+        writer.add_frame(images, state, action)
+    return writer.save_episode()
+
+
+def meta_snapshot(root: Path) -> dict[str, str]:
+    root = Path(root)
+    files = sorted([*root.glob("meta/*"), root / "dataset_statistics.json"])
+    return {str(p.relative_to(root)): p.read_text() for p in files if p.is_file()}
+
+
+def assert_consistent(root: Path) -> dict:
+    """Meta agrees with itself and is exactly what a rebuild from the episode files gives; returns info."""
+    root = Path(root)
+    info = json.loads((root / "meta/info.json").read_text())
+    episodes = [json.loads(x) for x in (root / "meta/episodes.jsonl").read_text().splitlines()]
+    files = sorted(root.glob("data/*/*.parquet"))
+    assert info["total_episodes"] == len(episodes) == len(files)
+    assert info["total_frames"] == sum(e["length"] for e in episodes)
+    assert not list(root.rglob("*.partial"))
+    before = meta_snapshot(root)
+    rebuild_meta(root)
+    assert meta_snapshot(root) == before
+    return info
+
+
+def _pause() -> None:
+    print("PAUSED", flush=True)
+    time.sleep(60)
+
+
+def _crash_child(mode: str, root: str) -> None:
+    writer = make_writer(root)
+    record(writer, 0, 9)
+    record(writer, 1, 10)
+    writer.start_episode("task 2")
+    frames = episode(2, 11)
+    for images, state, action in frames[:5]:
+        writer.add_frame(images, state, action)
+    if mode == "add_frame":
+        import bitvla_ros.data.writer as w
+        real = w.encode_image
+        calls = []
+
+        def encode_then_pause(*args, **kwargs):  # the first camera encoded, the second not
+            calls.append(1)
+            if len(calls) == 2:
+                _pause()
+            return real(*args, **kwargs)
+
+        w.encode_image = encode_then_pause
+        writer.add_frame(*frames[5])
+        return
+    for images, state, action in frames[5:]:
+        writer.add_frame(images, state, action)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        name = Path(dst).name
+        if mode == "before_data" and name == "episode_000002.parquet":
+            _pause()
+        real_replace(src, dst)
+        if (mode, name) in {("after_data", "episode_000002.parquet"), ("after_episodes", "episodes.jsonl")}:
+            _pause()
+
+    os.replace = replace
+    writer.save_episode()
+
+
+if __name__ == "__main__":
+    _crash_child(sys.argv[1], sys.argv[2])
+    sys.exit("the child was not stopped where it should pause")
