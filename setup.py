@@ -46,6 +46,7 @@ setup(
             "bitvla = bitvla_ros.cli:main",
             # `ros2 run bitvla_ros <name>`
             "policy_node = bitvla_ros.ros.policy_node:main",
+            "recorder_node = bitvla_ros.ros.recorder_node:main",
         ],
     },
 )

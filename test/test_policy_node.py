@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import tiny
-from ros_helpers.harness import NodeProcess, call, spin_until
+from ros_helpers.fake_robot import FakeRobot
+from ros_helpers.harness import NodeProcess, call
 from bitvla_ros.model.checkpoint import convert
 
 CAMERAS = ["agentview/image_raw", "wrist/image_raw/compressed"]
@@ -35,76 +36,9 @@ def node_params(model_dir, **overrides):
             "max_observation_age_s": 1.0, "start_enabled": True, "diagnostics_rate_hz": 4.0} | overrides
 
 
-class FakeRobot:
-    """Publishes cameras, joint states and the instruction; collects commands and diagnostics."""
-
-    def __init__(self, context):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CompressedImage, Image, JointState
-        from std_msgs.msg import String
-        from trajectory_msgs.msg import JointTrajectory
-
-        self.node = rclpy.create_node("fake_robot", context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.image_pub = self.node.create_publisher(Image, CAMERAS[0], qos_profile_sensor_data)
-        self.compressed_pub = self.node.create_publisher(CompressedImage, CAMERAS[1], qos_profile_sensor_data)
-        self.joint_pub = self.node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
-        self.commands, self.diagnostics, self.stamps = [], [], []
-        self.node.create_subscription(JointTrajectory, "joint_command", self.commands.append, 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-        self.age_s, self.encoding, self.nan = 0.0, "rgb8", False
-        self.node.create_timer(0.1, self.publish)
-        self.Image, self.CompressedImage, self.JointState, self.String = Image, CompressedImage, JointState, String
-
-    def publish(self):
-        from bitvla_ros.ros.conversions import rgb_to_compressed, rgb_to_image
-
-        now = self.node.get_clock().now()
-        stamp = (now - __import__("rclpy").duration.Duration(seconds=self.age_s)).to_msg()
-        self.stamps.append(stamp.sec + stamp.nanosec * 1e-9)
-        rgb = np.full((48, 64, 3), 90, np.uint8)
-        img = rgb_to_image(self.Image(), rgb)
-        img.encoding = self.encoding if self.encoding != "rgb8" else img.encoding
-        img.header.stamp = stamp
-        comp = rgb_to_compressed(self.CompressedImage(), rgb)
-        comp.header.stamp = stamp
-        js = self.JointState(name=PROPRIO + ["extra_joint"],
-                             position=[float("nan") if self.nan else 0.1 * i for i in range(9)])
-        js.header.stamp = stamp
-        self.image_pub.publish(img)
-        self.compressed_pub.publish(comp)
-        self.joint_pub.publish(js)
-
-    def instruct(self, text):
-        self.instruction_pub.publish(self.String(data=text))
-
-    def spin_until(self, condition, timeout):
-        return spin_until(self.executor, condition, timeout)
-
-    def spin_for(self, seconds):
-        spin_until(self.executor, lambda: False, seconds)
-
-    def last_status(self):
-        for array in reversed(self.diagnostics):
-            for s in array.status:
-                if s.name == "bitvla_policy":
-                    return s, {kv.key: kv.value for kv in s.values}
-        return None, {}
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-
-
 @pytest.fixture
 def robot(rclpy_context):
-    r = FakeRobot(rclpy_context)
+    r = FakeRobot(rclpy_context, CAMERAS, PROPRIO)
     yield r
     r.close()
 

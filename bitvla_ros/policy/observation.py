@@ -112,6 +112,28 @@ class ObservationBuffer:
                 instruction_version=self._instruction[1],
             )
 
+    def snapshot_at(self, stamp: float, tolerance: float = 1e-6) -> Observation:
+        """The observation whose every part carries ``stamp`` (e.g. the one a teleop command was
+        computed from). Rejected("pending") while some part is older; Rejected("missed") if a part
+        has already moved past it."""
+        with self._lock:
+            parts = [self._images.get(c) for c in self.camera_names] + [self._joints.get(n) for n in self.proprio_names]
+            if any(p is None for p in parts) or self._instruction is None:
+                raise Rejected("pending", "not every input has arrived yet")
+            stamps = [p[1] for p in parts]
+            if max(stamps) > stamp + tolerance:
+                raise Rejected("missed", f"inputs moved past stamp {stamp:.6f} before its command arrived")
+            if min(stamps) < stamp - tolerance:
+                raise Rejected("pending", f"waiting for inputs stamped {stamp:.6f}")
+            return Observation(images=[self._images[c][0] for c in self.camera_names],
+                               proprio=np.array([self._joints[n][0] for n in self.proprio_names], dtype=np.float64),
+                               instruction=self._instruction[0], stamp=stamp,
+                               instruction_version=self._instruction[1])
+
+    def instruction(self) -> str | None:
+        with self._lock:
+            return None if self._instruction is None else self._instruction[0]
+
     def instruction_version(self) -> int:
         with self._lock:
             return self._version

@@ -17,7 +17,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -29,6 +28,7 @@ from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import STREAM, TRAJECTORY, PolicyRunner, PolicySettings
 from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
 from bitvla_ros.ros.params import Param, declare
+from bitvla_ros.ros.qos import LATCHED, SENSORS
 
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
@@ -65,9 +65,6 @@ def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: 
                                            unnorm_key=unnorm_key or None, center_crop=center_crop)
 
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
 class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("bitvla_policy", **kwargs)
@@ -96,9 +93,9 @@ class PolicyNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         for cam, topic in zip(cams, p["image_topics"]):
             kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            self.create_subscription(kind, topic, self._image_callback(cam, convert), qos_profile_sensor_data,
+            self.create_subscription(kind, topic, self._image_callback(cam, convert), SENSORS,
                                      callback_group=inputs)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, qos_profile_sensor_data,
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSORS,
                                  callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
 

@@ -29,6 +29,7 @@ class NodeProcess:
         self.log_path = self.workdir / f"{node_name}.log"
 
     def __enter__(self) -> "NodeProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
         params_file = self.workdir / f"{self.node_name}.yaml"
         params_file.write_text(yaml.safe_dump({self.node_name: {"ros__parameters": self.params}}))
         self._log = open(self.log_path, "w")

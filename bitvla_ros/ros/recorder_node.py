@@ -1,0 +1,210 @@
+"""recorder_node (`bitvla_recorder`): teleoperated demonstrations → a LeRobot-layout dataset.
+
+A thin shell over `bitvla_ros.data.recording.RecordingSession`: the same camera / joint /
+instruction topics as the policy node plus the teleop action topic; services start, stop and
+discard episodes (and an optional episode topic does the same with "start", "stop", "discard").
+Each finished episode is written atomically; a write error is reported and the recorder keeps
+running with the episode still in memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
+from bitvla_ros.data.writer import DatasetWriter
+from bitvla_ros.policy.rejections import Rejected
+from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
+from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
+from bitvla_ros.ros.params import Param, declare
+from bitvla_ros.ros.qos import LATCHED, SENSORS
+
+PARAMS = [
+    Param("dataset_dir", "~/bitvla_datasets/demo", "dataset folder; episodes are appended if it exists", read_only=True),
+    Param("dataset_name", "", "key of dataset_statistics.json ('' = the folder name)", read_only=True),
+    Param("robot_type", "", "robot type written to meta/info.json", read_only=True),
+    Param("image_topics", ["camera/image_raw"], "camera topics; a topic ending in '/compressed' is read as "
+          "sensor_msgs/CompressedImage", read_only=True),
+    Param("camera_names", [""], "dataset camera names, one per image topic ('' = derived from the topic)",
+          read_only=True),
+    Param("proprio_names", [""], "joints read from joint_states into observation.state, in order", read_only=True),
+    Param("action_topic", "teleop/joint_command", "topic of the teleoperator's commands", read_only=True),
+    Param("action_type", "joint_trajectory", "joint_trajectory (first point), float64_multiarray or joint_state",
+          read_only=True),
+    Param("action_names", [""], "action dimensions in order (joint names of trajectory/joint_state messages)",
+          read_only=True),
+    Param("action_mask", [True], "per action dimension: normalize in training (false for a gripper); one value "
+          "applies to all", read_only=True),
+    Param("sample_mode", RATE, "rate: a frame every 1/record_rate_hz from the latest inputs; action: a frame per "
+          "action message, paired with the observation carrying the action's stamp", read_only=True),
+    Param("record_rate_hz", 20.0, "frames per second in rate mode (and the dataset fps)", read_only=True),
+    Param("max_observation_age_s", 0.5, "skip a frame whose oldest input is older than this"),
+    Param("image_size", 0, "store images resized to this square size (0 = as received)", read_only=True),
+    Param("image_format", "jpeg", "jpeg or png (lossless) inside the parquet files", read_only=True),
+    Param("jpeg_quality", 95, "JPEG quality", read_only=True),
+    Param("episode_topic", "", "optional std_msgs/String topic taking start / stop / discard ('' = off)",
+          read_only=True),
+]
+
+
+def camera_name(topic: str, index: int) -> str:
+    parts = [p for p in topic.strip("/").split("/") if p not in ("image_raw", "compressed", "image", "image_color")]
+    return parts[-1] if parts else f"camera_{index}"
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("bitvla_recorder", **kwargs)
+        p = self.values = declare(self, PARAMS)
+        topics = p["image_topics"]
+        names = [n for n in p["camera_names"] if n] or [camera_name(t, i) for i, t in enumerate(topics)]
+        if len(names) != len(topics) or len(set(names)) != len(names):
+            raise ValueError(f"camera_names {names} must be unique, one per image topic {topics}")
+        self.action_names = [n for n in p["action_names"] if n]
+        if p["action_type"] not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {p['action_type']!r}")
+        if not self.action_names:
+            raise ValueError("action_names is empty: name each action dimension")
+        mask = list(p["action_mask"])
+        mask = mask * len(self.action_names) if len(mask) == 1 else mask
+        proprio = [n for n in p["proprio_names"] if n]
+        self.session = RecordingSession(
+            lambda: DatasetWriter(os.path.expanduser(p["dataset_dir"]), fps=p["record_rate_hz"], camera_names=names,
+                                  state_names=proprio, action_names=self.action_names, robot_type=p["robot_type"],
+                                  image_format=p["image_format"], jpeg_quality=p["jpeg_quality"], action_mask=mask,
+                                  dataset_name=p["dataset_name"] or None),
+            names, proprio, len(self.action_names), p["max_observation_age_s"], p["sample_mode"])
+        self.image_size = p["image_size"]
+
+        for cam, topic in zip(names, topics):
+            kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
+            self.create_subscription(kind, topic, self._image_callback(cam, convert), SENSORS)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSORS)
+        self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
+        kind = {"joint_trajectory": JointTrajectory, "float64_multiarray": Float64MultiArray,
+                "joint_state": JointState}[p["action_type"]]
+        self.create_subscription(kind, p["action_topic"], self._on_action, 50)
+        if p["episode_topic"]:
+            self.create_subscription(String, p["episode_topic"], self._on_episode_command, 10)
+        self.create_service(Trigger, "~/start_episode", lambda req, res: self._service(res, self._start))
+        self.create_service(Trigger, "~/stop_episode", lambda req, res: self._service(res, self._stop))
+        self.create_service(Trigger, "~/discard_episode", lambda req, res: self._service(res, self._discard))
+        if p["sample_mode"] == RATE:
+            self.create_timer(1.0 / p["record_rate_hz"], lambda: self.session.tick(self.now()))
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"recording {names} + {len(proprio)} joints + {p['action_type']} on "
+                               f"{p['action_topic']} into {p['dataset_dir']} ({p['sample_mode']} mode)")
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _refuse(self, rejection: Rejected) -> None:
+        if self.session.rejections.record(rejection, self.now()):
+            self.get_logger().warning(f"refused: {rejection}")
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def _image_callback(self, camera, convert):
+        def callback(msg):
+            try:
+                rgb = convert(msg)
+                if self.image_size and rgb.shape[:2] != (self.image_size, self.image_size):
+                    rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+                self.session.observations.put_image(camera, rgb, stamp_seconds(msg.header.stamp) or self.now())
+                self.session.on_observation(self.now())
+            except Rejected as r:
+                self._refuse(r)
+        return callback
+
+    def _on_joint_state(self, msg) -> None:
+        try:
+            self.session.observations.put_joint_state(msg.name, msg.position, stamp_seconds(msg.header.stamp) or self.now())
+            self.session.on_observation(self.now())
+        except Rejected as r:
+            self._refuse(r)
+
+    def _on_instruction(self, msg) -> None:
+        try:
+            self.session.observations.set_instruction(msg.data)
+        except Rejected as r:
+            self._refuse(r)
+
+    def _on_action(self, msg) -> None:
+        try:
+            vec, stamp = action_from_message(msg, self.values["action_type"], self.action_names, self.now())
+            self.session.on_action(vec, stamp, self.now())
+        except Rejected as r:
+            self._refuse(r)
+
+    # --- episodes ----------------------------------------------------------------------------
+
+    def _start(self) -> str:
+        return f"recording: {self.session.start(self.now())!r}"
+
+    def _stop(self) -> str:
+        index, frames = self.session.stop()
+        return f"saved episode {index} ({frames} frames)"
+
+    def _discard(self) -> str:
+        return f"discarded {self.session.discard()} frames"
+
+    def _service(self, response, action):
+        try:
+            response.message, response.success = action(), True
+            self.get_logger().info(response.message)
+        except (RuntimeError, OSError, ValueError, Rejected) as e:  # DatasetWriteError is an OSError
+            response.message, response.success = str(e), False
+            self.get_logger().error(response.message)
+        return response
+
+    def _on_episode_command(self, msg) -> None:
+        action = {"start": self._start, "stop": self._stop, "discard": self._discard}.get(msg.data.strip().lower())
+        if action is None:
+            self.get_logger().warning(f"episode topic: unknown command {msg.data!r} (start, stop or discard)")
+            return
+        self._service(Trigger.Response(), action)
+
+    def _publish_diagnostics(self) -> None:
+        s = self.session.status()
+        values = {"recording": s["recording"], "episodes": s["episodes"], "frames_in_episode": s["frames_in_episode"],
+                  **{f"skipped_{k}": v for k, v in s["skipped"].items()}}
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="bitvla_recorder",
+                                  message="recording" if s["recording"] else "idle",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    def destroy_node(self):
+        if self.session.writer is not None:
+            self.session.writer.close()  # an unsaved episode is dropped, as a crash would
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = RecorderNode()
+    executor = SingleThreadedExecutor()  # the dataset writer is used from one thread only
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

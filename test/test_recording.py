@@ -1,0 +1,93 @@
+"""The recorder's pure core: pairing observations with teleop actions into episodes (no rclpy)."""
+
+import numpy as np
+import pytest
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from bitvla_ros.data import DatasetWriter, EpisodeDataset
+from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
+from bitvla_ros.policy.rejections import Rejected
+from bitvla_ros.ros.actions import action_from_message
+
+CAMS, JOINTS = ["agentview", "wrist"], ["j0", "j1"]
+IMG = np.full((8, 10, 3), 50, np.uint8)
+
+
+def session(tmp_path, mode):
+    return RecordingSession(lambda: DatasetWriter(tmp_path / "ds", fps=10, camera_names=CAMS, state_names=JOINTS,
+                                                  action_names=["a", "b", "c"], image_format="png"),
+                            CAMS, JOINTS, action_dim=3, max_age_s=0.5, mode=mode)
+
+
+def observe(s, stamp, value=0.0):
+    for c in CAMS:
+        s.observations.put_image(c, IMG, stamp)
+    s.observations.put_joint_state(JOINTS, [value, value + 1], stamp)
+
+
+def test_rate_mode_samples_latest_inputs_and_skips_without_action(tmp_path):
+    s = session(tmp_path, RATE)
+    s.observations.set_instruction("put the bowl on the stove")
+    s.start(now=0.0)
+    observe(s, 0.0)
+    assert not s.tick(0.05)  # no teleop action yet
+    s.on_action([1, 2, 3], stamp=0.05, now=0.05)
+    assert s.tick(0.1) and s.tick(0.2)
+    assert not s.tick(0.9)  # stale observation
+    index, frames = s.stop()
+    assert (index, frames) == (0, 2)
+    assert s.status()["skipped"] == {"no_action": 1, "stale": 1}
+    ep = EpisodeDataset(tmp_path / "ds").frames(0)
+    assert ep.task == "put the bowl on the stove" and ep.action.tolist() == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_action_mode_pairs_each_action_with_its_own_observation(tmp_path):
+    s = session(tmp_path, ACTION)
+    s.start(now=0.0, instruction="open the drawer")
+    for t in range(4):
+        observe(s, stamp=t * 0.05, value=t)
+        assert s.on_action([t, t, t], stamp=t * 0.05, now=t * 0.05 + 0.01)
+    # an action that arrives before its observation waits for it
+    assert not s.on_action([9, 9, 9], stamp=0.2, now=0.2)
+    observe(s, stamp=0.2, value=9)
+    assert s.on_observation(0.21)
+    # an action for an observation that was already replaced is dropped
+    observe(s, stamp=0.3, value=10)
+    assert not s.on_action([5, 5, 5], stamp=0.25, now=0.31)
+    s.stop()
+    ep = EpisodeDataset(tmp_path / "ds").frames(0)
+    assert ep.state[:, 0].tolist() == [0, 1, 2, 3, 9]
+    assert ep.action[:, 0].tolist() == [0, 1, 2, 3, 9]
+
+
+def test_episode_errors_are_explained(tmp_path):
+    s = session(tmp_path, RATE)
+    with pytest.raises(RuntimeError, match="no instruction"):
+        s.start(0.0)
+    with pytest.raises(RuntimeError, match="no episode"):
+        s.stop()
+    s.start(0.0, instruction="go")
+    with pytest.raises(RuntimeError, match="already being recorded"):
+        s.start(0.0)
+    with pytest.raises(RuntimeError, match="no frames"):
+        s.stop()
+    with pytest.raises(Rejected, match="size_mismatch"):
+        s.on_action([1, 2], 0.0, 0.0)
+
+
+def test_action_messages_to_vectors():
+    traj = JointTrajectory(joint_names=["b", "a"], points=[JointTrajectoryPoint(positions=[2.0, 1.0])])
+    traj.header.stamp.sec = 3
+    assert action_from_message(traj, "joint_trajectory", ["a", "b"], now=9.0)[0].tolist() == [1.0, 2.0]
+    assert action_from_message(traj, "joint_trajectory", ["a", "b"], now=9.0)[1] == 3.0
+    js = JointState(name=["a", "b", "x"], position=[1.0, 2.0, 3.0])
+    assert action_from_message(js, "joint_state", ["b", "a"], now=1.0)[0].tolist() == [2.0, 1.0]
+    arr = Float64MultiArray(data=[1.0, 2.0])
+    vec, stamp = action_from_message(arr, "float64_multiarray", [], now=5.0)
+    assert vec.tolist() == [1.0, 2.0] and stamp == 5.0  # no header: stamped on arrival
+    with pytest.raises(Rejected, match="unknown_joints"):
+        action_from_message(js, "joint_state", ["a", "z"], now=1.0)
+    with pytest.raises(Rejected, match="no points"):
+        action_from_message(JointTrajectory(), "joint_trajectory", ["a"], now=1.0)
