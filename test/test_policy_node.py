@@ -143,3 +143,19 @@ def test_shipped_params_file_runs_the_node(models, robot, tmp_path):
         assert list(robot.commands[0].joint_names) == ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
         _, values = robot.last_status()
         assert values.get("backend") in ("cpu", "reference", "int8", "cuda")
+
+
+def test_float64_multiarray_stream_at_the_control_rate(models, rclpy_context, tmp_path):
+    robot = FakeRobot(rclpy_context, CAMERAS, PROPRIO, stream=True)
+    try:
+        params = node_params(models["a"], command_type="float64_multiarray", max_step_delta=[0.05])
+        with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", params, tmp_path) as proc:
+            robot.instruct("put the bowl on the stove")
+            assert robot.spin_until(lambda: len(robot.commands) >= 24, 60), proc.log()
+        values = np.array([m.data for m in robot.commands])
+        assert values.shape[1] == 7
+        assert np.abs(np.diff(values, axis=0)).max() <= 0.05 + 1e-9  # the step limit holds across chunks
+        t = np.array(robot.arrivals)
+        assert np.median(np.diff(t)) == pytest.approx(1 / RATE, rel=0.5)  # one action per control tick
+    finally:
+        robot.close()

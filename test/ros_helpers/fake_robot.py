@@ -9,7 +9,9 @@ from ros_helpers.harness import spin_until
 class FakeRobot:
     """Publishes cameras, joint states and the instruction; collects commands and diagnostics."""
 
-    def __init__(self, context, cameras: list[str], proprio: list[str], teleop_topic: str | None = None):
+    def __init__(self, context, cameras: list[str], proprio: list[str], teleop_topic: str | None = None,
+                 stream: bool = False):
+        """``stream``: the policy publishes Float64MultiArray (else JointTrajectory) on joint_command."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -28,13 +30,21 @@ class FakeRobot:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
         self.commands, self.diagnostics, self.stamps = [], [], []
-        self.node.create_subscription(JointTrajectory, "joint_command", self.commands.append, 10)
+        from std_msgs.msg import Float64MultiArray
+
+        self.arrivals = []
+        self.node.create_subscription(Float64MultiArray if stream else JointTrajectory, "joint_command",
+                                      self._on_command, 50)
         self.teleop_pub = self.node.create_publisher(JointTrajectory, teleop_topic, 10) if teleop_topic else None
         self.JointTrajectory, self.teleop_value = JointTrajectory, 0.0
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.age_s, self.encoding, self.nan = 0.0, "rgb8", False
         self.node.create_timer(0.1, self.publish)
         self.Image, self.CompressedImage, self.JointState, self.String = Image, CompressedImage, JointState, String
+
+    def _on_command(self, msg):
+        self.commands.append(msg)
+        self.arrivals.append(self.node.get_clock().now().nanoseconds * 1e-9)
 
     def publish(self):
         from bitvla_ros.ros.conversions import rgb_to_compressed, rgb_to_image
