@@ -71,6 +71,22 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from bitvla_ros.train.oft import TrainConfig, train
+
+    cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset, init=args.init, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
+                      image_aug=not args.no_image_aug, vocab_size=args.vocab_size, val_episodes=args.val_episodes,
+                      save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers,
+                      seed=args.seed, resume=args.resume, device=args.device, threads=args.threads)
+    try:
+        train(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"bitvla train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitvla", description="BitVLA for ROS 2: inspect, convert, run.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -91,6 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                       help="dtype of the non-ternary tensors (default bfloat16)")
     conv.set_defaults(func=_cmd_convert)
+
+    tr = sub.add_parser("train", help="OFT fine-tuning (L1 on action chunks) on a recorded dataset",
+                        description="Train BitVLA on a dataset written by recorder_node / `bitvla record`. "
+                                    "Runs under torchrun for several GPUs or processes (DDP).")
+    tr.add_argument("--dataset", required=True, help="dataset folder (LeRobot layout)")
+    tr.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
+    tr.add_argument("--preset", default="demo", help="model size for a new model (demo, tiny, bitvla-3b)")
+    tr.add_argument("--init", help="start from this published-layout checkpoint instead of a new model")
+    tr.add_argument("--steps", type=int, default=5000)
+    tr.add_argument("--batch-size", type=int, default=32, help="per process")
+    tr.add_argument("--lr", type=float, default=5e-4)
+    tr.add_argument("--warmup", type=int, default=200)
+    tr.add_argument("--weight-decay", type=float, default=0.01)
+    tr.add_argument("--no-image-aug", action="store_true", help="turn off crop and colour augmentation")
+    tr.add_argument("--vocab-size", type=int, default=400, help="tokenizer size for a new model")
+    tr.add_argument("--val-episodes", type=int, default=0, help="hold out the last N episodes for validation")
+    tr.add_argument("--save-every", type=int, default=1000)
+    tr.add_argument("--log-every", type=int, default=10)
+    tr.add_argument("--num-workers", type=int, default=1, help="data loading processes")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    tr.set_defaults(func=_cmd_train)
     return p
 
 

@@ -280,7 +280,20 @@ def tiny(vocab_base: int = 256) -> BitVLAConfig:
     ).validate()
 
 
-PRESETS = {"bitvla-3b": bitvla_3b, "tiny": tiny}
+def demo(vocab_base: int = 400) -> BitVLAConfig:
+    """The small default model this project trains on a CPU: 96 px images (patch 16, 36 tokens
+    each), a 4-layer ternary ViT (128 wide) and a 4-layer ternary BitNet (192 wide), ~3 M params."""
+    return BitVLAConfig(
+        vision=VisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                            patch_size=16, image_size=96),
+        text=TextConfig(vocab_size=vocab_base + 16, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
+                        num_attention_heads=6, num_key_value_heads=2, rope_theta=10000.0,
+                        max_position_embeddings=512),
+        tokens=TokenIds.from_base(vocab_base),
+    ).validate()
+
+
+PRESETS = {"bitvla-3b": bitvla_3b, "demo": demo, "tiny": tiny}
 
 
 def preset(name: str) -> BitVLAConfig:
