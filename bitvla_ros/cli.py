@@ -87,6 +87,51 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _tasks(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tasks must be comma-separated task ids like 1,4,9, got {text!r}") from None
+
+
+def _cmd_record(args) -> int:
+    from bitvla_ros.ros.ros_env import isolate
+
+    isolate(args.ros_domain_id)
+    from bitvla_ros.ros.record import RecordConfig, run_recording
+
+    run_recording(RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
+                               init_start=args.init_start, seed=args.seed, image_size=args.image_size))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from bitvla_ros.ros.ros_env import isolate
+
+    isolate(args.ros_domain_id)
+    from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
+
+    try:
+        run_evaluation(EvalConfig(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks,
+                                  episodes=args.episodes, init_start=args.init_start, seed=args.seed,
+                                  backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
+                                  max_steps=args.max_steps, video=not args.no_video))
+    except (RuntimeError, TimeoutError) as e:
+        print(f"bitvla eval: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
+    p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
+    p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
+    p.add_argument("--episodes", type=int, default=episodes, help="episodes per task")
+    p.add_argument("--init-start", type=int, default=init_start, help="first LIBERO init state (then consecutive)")
+    p.add_argument("--seed", type=int, default=seed, help="env seed")
+    p.add_argument("--image-size", type=int, default=128, help="camera resolution of the sim")
+    p.add_argument("--ros-domain-id", type=int, default=None, help="ROS domain (default: a random one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitvla", description="BitVLA for ROS 2: inspect, convert, run.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     tr.set_defaults(func=_cmd_train)
+
+    rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",
+                         description="sim_node (expert) + recorder_node over DDS; failed episodes are discarded.")
+    rec.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    _sim_arguments(rec, init_start=0, seed=0, episodes=40)
+    rec.set_defaults(func=_cmd_record)
+
+    ev = sub.add_parser("eval", help="evaluate a model in LIBERO through sim_node + policy_node (lockstep)",
+                        description="Success per task with a 95%% interval, latency, MP4s and a bar chart.")
+    ev.add_argument("--model", required=True, help="model folder")
+    ev.add_argument("--output", required=True, help="results folder")
+    _sim_arguments(ev, init_start=40, seed=1, episodes=10)
+    ev.add_argument("--backend", default="auto")
+    ev.add_argument("--unnorm-key", default="")
+    ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
+    ev.add_argument("--no-video", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
     return p
 
 

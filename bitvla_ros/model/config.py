@@ -99,6 +99,8 @@ class BitVLAConfig:
     proprio_dim: int = 8
     use_proprio: bool = True
     action_head_blocks: int = 2
+    # Trained with random crops: deploy with the central 90%-area crop (reference/bitvla.md §6).
+    center_crop: bool = False
     # How many vision layers feed the projector, as the published `vision_feature_layer`.
     vision_feature_layer: int = -1
 
@@ -192,6 +194,7 @@ class BitVLAConfig:
                 "proprio_dim": self.proprio_dim,
                 "use_proprio": self.use_proprio,
                 "action_head_blocks": self.action_head_blocks,
+                "center_crop": self.center_crop,
                 "token_ids": asdict(tok),
             },
         }
@@ -229,7 +232,7 @@ class BitVLAConfig:
         if tokens is None:
             tokens = TokenIds(**ours["token_ids"]) if "token_ids" in ours else TokenIds()
         extras = {k: ours[k] for k in ("num_images", "action_chunk", "action_dim", "proprio_dim",
-                                        "use_proprio", "action_head_blocks") if k in ours}
+                                        "use_proprio", "action_head_blocks", "center_crop") if k in ours}
         vfl = d.get("vision_feature_layer", -1)
         if isinstance(vfl, list):
             raise ConfigError(f"vision_feature_layer {vfl} (several layers) is not supported; BitVLA uses one layer")

@@ -38,9 +38,11 @@ class BitVLAPredictor:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, backend: str = "auto", unnorm_key: str | None = None,
-                        center_crop: bool = False, dtype: torch.dtype | None = None) -> "BitVLAPredictor":
+                        center_crop: bool | None = None, dtype: torch.dtype | None = None) -> "BitVLAPredictor":
+        """``center_crop=None`` follows the model (its config says whether it trained on crops)."""
         loaded = load_model(directory, backend=backend, dtype=dtype)
-        processor = BitVLAProcessor.from_pretrained(directory, loaded.config, center_crop=center_crop)
+        crop = loaded.config.center_crop if center_crop is None else center_crop
+        processor = BitVLAProcessor.from_pretrained(directory, loaded.config, center_crop=crop)
         return cls(loaded.model, processor, NormStats.load(directory, unnorm_key))
 
     @torch.inference_mode()

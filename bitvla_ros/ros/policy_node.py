@@ -34,7 +34,8 @@ PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
     Param("backend", "auto", "ternary kernel backend: auto, cuda, cpu, int8 or reference"),
     Param("unnorm_key", "", "dataset statistics key used to un-normalize actions ('' = the only one)"),
-    Param("center_crop", False, "crop the central 90% of each image before resizing (as trained with image_aug)"),
+    Param("center_crop", "auto", "crop the central 90% of each image before resizing: auto (as the model was "
+          "trained), true or false"),
     Param("image_topics", ["camera/image_raw"], "camera topics in the model's image order; a topic ending in "
           "'/compressed' is read as sensor_msgs/CompressedImage", read_only=True),
     Param("proprio_names", [""], "joint names read from joint_states into the proprio vector, in model order",
@@ -58,11 +59,14 @@ PARAMS = [
 SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop")
 LIMIT_PARAMS = ("action_lower", "action_upper", "max_step_delta")
 
-def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: bool):
+def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str):
     from bitvla_ros.model.predict import BitVLAPredictor  # torch loads with the first model, not at import
 
+    crop = {"auto": None, "true": True, "false": False}.get(str(center_crop).lower())
+    if crop is None and str(center_crop).lower() != "auto":
+        raise ValueError(f"center_crop must be auto, true or false, got {center_crop!r}")
     return BitVLAPredictor.from_pretrained(Path(model_path).expanduser(), backend=backend,
-                                           unnorm_key=unnorm_key or None, center_crop=center_crop)
+                                           unnorm_key=unnorm_key or None, center_crop=crop)
 
 
 class PolicyNode(Node):

@@ -6,7 +6,8 @@ JointTrajectory chunk or a Float64MultiArray stream; gripper in the model's conv
 `lockstep` steps once per command and drives /clock (run the other nodes with use_sim_time), so
 a slow policy is evaluated as if it were instantaneous; `realtime` steps at `control_rate_hz`,
 holding still when no command is queued. With `expert: true` the scripted expert drives and
-publishes each of its commands on the teleop topic, stamped with the observation it answered.
+publishes each of its commands on the teleop topic, stamped with the observation it answered; it
+waits after each reset until ~/start, so that a recorder can begin the episode first.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class SimNode(Node):
         kind = JointTrajectory if p["command_type"] == "joint_trajectory" else Float64MultiArray
         self.create_subscription(kind, "joint_command", self._on_command, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/start", self._on_start)
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -143,6 +145,14 @@ class SimNode(Node):
         except (ValueError, RuntimeError) as e:
             response.message, response.success = f"reset failed: {e}", False
         self.get_logger().info(response.message)
+        return response
+
+    def _on_start(self, request, response):
+        """Let the expert begin the episode (it waits after each reset so a recorder can start first)."""
+        with self._lock:
+            self.runner.paused = False
+        self._wake.set()
+        response.success, response.message = True, "running"
         return response
 
     def _on_command(self, msg) -> None:

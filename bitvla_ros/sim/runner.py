@@ -66,6 +66,7 @@ class SimRunner:
         self.info: EpisodeInfo | None = None
         self._episodes = 0
         self._gripper = -1.0
+        self.paused = False
 
     @property
     def max_steps(self) -> int:
@@ -84,6 +85,8 @@ class SimRunner:
             self.expert.reset()
         self._episodes += 1
         self.info = EpisodeInfo(self._episodes, task_id, init_state, self.env.instruction)
+        # An expert waits for `start` so that a recorder can begin the episode first.
+        self.paused = self.expert is not None
         return self.observation
 
     def command_chunk(self, actions) -> None:
@@ -97,12 +100,12 @@ class SimRunner:
         return self.info is not None and not self.info.done
 
     def has_action(self) -> bool:
-        return self.active and (self.expert is not None or bool(self.queue))
+        return self.active and not self.paused and (self.expert is not None or bool(self.queue))
 
     def step_once(self, hold: bool = False) -> StepResult | None:
         """Execute the next action. Without one: None, or with ``hold`` a step that keeps the arm
         still and the gripper as it is (real time does not wait)."""
-        if not self.active:
+        if not self.active or self.paused:
             return None
         teleop = None
         if self.expert is not None:

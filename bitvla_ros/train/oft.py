@@ -71,7 +71,7 @@ def _tokenizer(cfg: TrainConfig, tasks: list[str], run: Path):
 
 def _model_config(cfg: TrainConfig, dataset: EpisodeDataset, tok) -> BitVLAConfig:
     base = replace(preset(cfg.preset), num_images=len(dataset.camera_names), proprio_dim=len(dataset.state_names),
-                   action_dim=len(dataset.action_names))
+                   action_dim=len(dataset.action_names), center_crop=cfg.image_aug)
     return with_vocab(base, vocab_size(tok), token_ids(tok))
 
 

@@ -1,0 +1,89 @@
+"""Evaluation results: success per task with a confidence interval, latency, and a bar chart."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at small n and at 0 or n successes)."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    center = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def summarize(episodes: list[dict]) -> dict:
+    """Per task and overall: trials, successes, rate, 95% CI, mean steps of successes."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for e in episodes:
+        by_task[e["instruction"]].append(e)
+    rows = {}
+    for name, eps in list(by_task.items()) + [("all tasks", episodes)]:
+        k, n = sum(e["success"] for e in eps), len(eps)
+        lo, hi = wilson_interval(k, n)
+        steps = [e["steps"] for e in eps if e["success"]]
+        rows[name] = {"trials": n, "successes": k, "rate": k / n if n else 0.0, "ci95": [lo, hi],
+                      "mean_steps_success": float(np.mean(steps)) if steps else None}
+    return rows
+
+
+def format_summary(rows: dict) -> str:
+    lines = [f"{'task':50s} {'success':>9s} {'rate':>6s} {'95% CI':>15s} {'steps':>6s}"]
+    for name, r in rows.items():
+        steps = f"{r['mean_steps_success']:.0f}" if r["mean_steps_success"] is not None else "-"
+        lines.append(f"{name[:50]:50s} {r['successes']:>4d}/{r['trials']:<4d} {r['rate'] * 100:5.1f}% "
+                     f"[{r['ci95'][0] * 100:5.1f}, {r['ci95'][1] * 100:5.1f}] {steps:>6s}")
+    return "\n".join(lines)
+
+
+def latency_stats(seconds: list[float]) -> dict:
+    if not seconds:
+        return {}
+    ms = np.asarray(seconds) * 1e3
+    return {"count": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
+
+
+def success_chart(rows: dict, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    rates = np.array([rows[n]["rate"] for n in names]) * 100
+    lo = rates - np.array([rows[n]["ci95"][0] for n in names]) * 100
+    hi = np.array([rows[n]["ci95"][1] for n in names]) * 100 - rates
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names)), 4), dpi=120)
+    colors = ["#4c72b0"] * (len(names) - 1) + ["#55a868"]
+    ax.bar(range(len(names)), rates, yerr=[lo, hi], capsize=4, color=colors)
+    for i, n in enumerate(names):
+        ax.text(i, 2, f"{rows[n]['successes']}/{rows[n]['trials']}", ha="center", color="white", fontsize=9)
+    ax.set_xticks(range(len(names)), [_wrap(n) for n in names], fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%), 95% CI")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int = 18) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join(lines + [line])
