@@ -24,7 +24,9 @@ def session(tmp_path, mode):
 def observe(s, stamp, value=0.0):
     for c in CAMS:
         s.observations.put_image(c, IMG, stamp)
+        s.on_observation(stamp)
     s.observations.put_joint_state(JOINTS, [value, value + 1], stamp)
+    s.on_observation(stamp)
 
 
 def test_rate_mode_samples_latest_inputs_and_skips_without_action(tmp_path):
@@ -52,14 +54,20 @@ def test_action_mode_pairs_each_action_with_its_own_observation(tmp_path):
     # an action that arrives before its observation waits for it
     assert not s.on_action([9, 9, 9], stamp=0.2, now=0.2)
     observe(s, stamp=0.2, value=9)
-    assert s.on_observation(0.21)
-    # an action for an observation that was already replaced is dropped
-    observe(s, stamp=0.3, value=10)
-    assert not s.on_action([5, 5, 5], stamp=0.25, now=0.31)
+    # the next observation may be handled before the action that answered the previous one
+    observe(s, stamp=0.25, value=10)
+    assert s.on_action([10, 10, 10], stamp=0.25, now=0.26)
+    observe(s, stamp=0.35, value=11)
+    assert s.on_action([11, 11, 11], stamp=0.35, now=0.36)  # 0.3's command: never seen
+    # an action whose observation never came complete is dropped once a later one pairs
+    assert not s.on_action([5, 5, 5], stamp=0.4, now=0.41)
+    observe(s, stamp=0.45, value=12)
+    assert s.on_action([12, 12, 12], stamp=0.45, now=0.46)
+    assert s.status()["skipped"] == {"missed": 1}
     s.stop()
     ep = EpisodeDataset(tmp_path / "ds").frames(0)
-    assert ep.state[:, 0].tolist() == [0, 1, 2, 3, 9]
-    assert ep.action[:, 0].tolist() == [0, 1, 2, 3, 9]
+    assert ep.state[:, 0].tolist() == [0, 1, 2, 3, 9, 10, 11, 12]
+    assert ep.action[:, 0].tolist() == [0, 1, 2, 3, 9, 10, 11, 12]
 
 
 def test_episode_errors_are_explained(tmp_path):

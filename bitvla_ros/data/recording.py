@@ -12,6 +12,7 @@ incomplete or stale inputs.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,10 @@ class RecordingSession:
         self.writer: DatasetWriter | None = None
         self._action: tuple[np.ndarray, float] | None = None
         self._episode_start = 0.0
+        # Action mode: recent complete observations by stamp, since a command may be handled after
+        # the observation that follows it has already arrived.
+        self._recent: OrderedDict[float, object] = OrderedDict()
+        self._pending: list[tuple[np.ndarray, float]] = []
 
     @property
     def recording(self) -> bool:
@@ -54,6 +59,7 @@ class RecordingSession:
             self.writer = self.open_writer()  # may raise DatasetWriteError / DatasetError: reported by the caller
         self.writer.start_episode(text)
         self._episode_start, self._action = now, None
+        self._pending.clear()
         return text
 
     def stop(self) -> tuple[int, int]:
@@ -86,11 +92,22 @@ class RecordingSession:
         if not np.isfinite(a).all():
             raise Rejected("non_finite_action", f"action {a.tolist()} is not finite")
         self._action = (a, stamp)
-        return self.mode == ACTION and self._pair(now)
+        if self.mode != ACTION or not self.recording:
+            return False
+        self._pending.append((a, stamp))
+        return self._pair(now)
 
     def on_observation(self, now: float) -> bool:
-        """After a camera or joint sample: an action waiting for its observation may complete."""
-        return self.mode == ACTION and self._pair(now)
+        """After a camera or joint sample: remember a complete observation; actions waiting for
+        it may now make their frames."""
+        if self.mode != ACTION:
+            return False
+        obs = self.observations.complete_at_one_stamp()
+        if obs is not None and obs.stamp not in self._recent:
+            self._recent[obs.stamp] = obs
+            while len(self._recent) > 32:
+                self._recent.popitem(last=False)
+        return self._pair(now)
 
     def tick(self, now: float) -> bool:
         """`rate` mode: one frame from the latest of everything."""
@@ -110,19 +127,25 @@ class RecordingSession:
         return True
 
     def _pair(self, now: float) -> bool:
-        if not self.recording or self._action is None:
-            return False
-        action, stamp = self._action
-        try:
-            obs = self.observations.snapshot_at(stamp)
-        except Rejected as r:
-            if r.cause == "missed":
-                self._action = None
-                self.rejections.record(r, now)
-            return False
-        self._action = None
-        self._write(obs, action, now)
-        return True
+        """Write pending actions, in order, whose observation is known. One that is still unknown
+        while a later one is known will never be (observations arrive in order): it is dropped."""
+        found = [self._find(stamp) for _, stamp in self._pending]
+        last_known = max((i for i, obs in enumerate(found) if obs is not None), default=-1)
+        wrote = False
+        for i, ((action, stamp), obs) in enumerate(zip(self._pending[: last_known + 1], found)):
+            if obs is None:
+                self.rejections.record(Rejected("missed", f"no complete observation stamped {stamp:.6f}"), now)
+            elif self.recording:
+                self._write(obs, action, now)
+                wrote = True
+        self._pending = self._pending[last_known + 1:][-32:]
+        return wrote
+
+    def _find(self, stamp: float, tolerance: float = 1e-6):
+        for s, obs in reversed(self._recent.items()):
+            if abs(s - stamp) <= tolerance:
+                return obs
+        return None
 
     def _write(self, obs, action: np.ndarray, now: float) -> None:
         images = dict(zip(self.observations.camera_names, obs.images))

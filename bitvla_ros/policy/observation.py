@@ -112,22 +112,19 @@ class ObservationBuffer:
                 instruction_version=self._instruction[1],
             )
 
-    def snapshot_at(self, stamp: float, tolerance: float = 1e-6) -> Observation:
-        """The observation whose every part carries ``stamp`` (e.g. the one a teleop command was
-        computed from). Rejected("pending") while some part is older; Rejected("missed") if a part
-        has already moved past it."""
+    def complete_at_one_stamp(self, tolerance: float = 1e-6) -> Observation | None:
+        """The observation if every part carries the same stamp (a simulator publishes them so),
+        else None. The recorder keeps these to pair commands with the exact state they answered."""
         with self._lock:
             parts = [self._images.get(c) for c in self.camera_names] + [self._joints.get(n) for n in self.proprio_names]
             if any(p is None for p in parts) or self._instruction is None:
-                raise Rejected("pending", "not every input has arrived yet")
+                return None
             stamps = [p[1] for p in parts]
-            if max(stamps) > stamp + tolerance:
-                raise Rejected("missed", f"inputs moved past stamp {stamp:.6f} before its command arrived")
-            if min(stamps) < stamp - tolerance:
-                raise Rejected("pending", f"waiting for inputs stamped {stamp:.6f}")
+            if max(stamps) - min(stamps) > tolerance:
+                return None
             return Observation(images=[self._images[c][0] for c in self.camera_names],
                                proprio=np.array([self._joints[n][0] for n in self.proprio_names], dtype=np.float64),
-                               instruction=self._instruction[0], stamp=stamp,
+                               instruction=self._instruction[0], stamp=stamps[0],
                                instruction_version=self._instruction[1])
 
     def instruction(self) -> str | None:

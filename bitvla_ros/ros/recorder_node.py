@@ -15,6 +15,7 @@ import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -102,7 +103,8 @@ class RecorderNode(Node):
         if p["sample_mode"] == RATE:
             self.create_timer(1.0 / p["record_rate_hz"], lambda: self.session.tick(self.now()))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # Diagnostics on the wall clock: under sim time a paused sim would silence them.
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"recording {names} + {len(proprio)} joints + {p['action_type']} on "
                                f"{p['action_topic']} into {p['dataset_dir']} ({p['sample_mode']} mode)")
 

@@ -13,6 +13,7 @@ waits after each reset until ~/start, so that a recorder can begin the episode f
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from pathlib import Path
 
@@ -90,10 +91,13 @@ class SimNode(Node):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._frames: list = []
-        if p["reset_on_start"]:
-            self._reset()
+        # MuJoCo's EGL context belongs to the thread that made it: the env is created, reset and
+        # stepped only on the sim thread; services hand it requests through this queue.
+        self._requests: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="bitvla_sim_steps", daemon=True)
         self._thread.start()
+        if p["reset_on_start"]:
+            self._requests.put((self._reset, None))
 
     # --- time and publishing -------------------------------------------------------------------
 
@@ -140,10 +144,11 @@ class SimNode(Node):
         return f"episode {self.runner.info.episode}: task {task} init state {init}: {self.runner.info.instruction!r}"
 
     def _on_reset(self, request, response):
-        try:
-            response.message, response.success = self._reset(), True
-        except (ValueError, RuntimeError) as e:
-            response.message, response.success = f"reset failed: {e}", False
+        done: queue.Queue = queue.Queue()
+        self._requests.put((self._reset, done))
+        self._wake.set()
+        ok, message = done.get()
+        response.success, response.message = ok, message if ok else f"reset failed: {message}"
         self.get_logger().info(response.message)
         return response
 
@@ -165,8 +170,20 @@ class SimNode(Node):
 
     # --- stepping ------------------------------------------------------------------------------
 
+    def _serve_requests(self) -> None:
+        while not self._requests.empty():
+            work, done = self._requests.get()
+            try:
+                result = (True, work())
+            except (ValueError, RuntimeError, OSError) as e:
+                result = (False, str(e))
+                self.get_logger().error(f"sim request failed: {e}")
+            if done is not None:
+                done.put(result)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._serve_requests()
             if self.lockstep:
                 with self._lock:
                     ready = self.runner.has_action()
@@ -180,6 +197,7 @@ class SimNode(Node):
                 self._step(hold=True)
                 spent = self.get_clock().now().nanoseconds * 1e-9 - start
                 self._stop.wait(max(0.0, self.period - spent))
+        self.runner.close()  # on this thread, which owns the GL context
 
     def _step(self, hold: bool) -> None:
         with self._lock:
@@ -220,7 +238,6 @@ class SimNode(Node):
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
-        self.runner.close()
         return super().destroy_node()
 
 
