@@ -32,6 +32,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    # C++ sources of the cpu kernel backend, compiled on first use (bitvla_ros/kernels/cpu.py).
+    package_data={"bitvla_ros.kernels": ["csrc/*.cpp", "csrc/*.h"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -47,6 +49,7 @@ setup(
             # `ros2 run bitvla_ros <name>`
             "policy_node = bitvla_ros.ros.policy_node:main",
             "recorder_node = bitvla_ros.ros.recorder_node:main",
+            "sim_node = bitvla_ros.ros.sim_node:main",
         ],
     },
 )

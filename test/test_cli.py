@@ -21,7 +21,7 @@ def test_info_full_size_matches_the_published_parameter_counts(capsys):
     # packed: 2 bits a ternary weight (+ a scale per matrix), int8 embedding rows (+ a scale per row)
     assert rows["LLM ternary linears"][3:5] == ["521.0", "MB"]
     assert rows["LLM token embedding"][3:5] == ["328.9", "MB"]
-    assert "backend 'auto' -> reference" in out
+    assert "backend 'auto' -> cpu" in out or "backend 'auto' -> reference" in out  # cpu if its C++ builds
 
 
 def test_convert_and_info_on_a_model_folder(tmp_path, capsys):

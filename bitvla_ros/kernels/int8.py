@@ -52,6 +52,9 @@ def _bitsandbytes():
 class Int8Backend:
     name = "int8"
     devices = ("cpu", "cuda")
+    # On CPUs `_int_mm` is fast only with AVX-512 VNNI (and slower than the reference without it):
+    # `auto` takes it for CUDA tensors only; on a CPU it is there to be chosen by name.
+    auto_devices = ("cuda",)
 
     @staticmethod
     def available() -> bool:

@@ -1,6 +1,7 @@
 """Backends behind one call, y = x · Wᵀ on packed ternary weights, and the choice among them.
 
-A backend has ``name``, ``devices`` (the tensor device types it runs on), ``available()``,
+A backend has ``name``, ``devices`` (the tensor device types it runs on; optionally
+``auto_devices``, where `auto` may choose it), ``available()``,
 ``prepare(PackedTernary)`` (one-time layout work at load, e.g. a repack for a GPU kernel) and
 ``matmul(x, prepared) -> fp32 y``. ``auto`` takes the first backend in ``AUTO_ORDER`` that runs
 on the tensors' device and is available on this machine.
@@ -36,6 +37,12 @@ def _runs_on(backend, device_type: str) -> bool:
     return device_type in getattr(backend, "devices", ("cpu", "cuda"))
 
 
+def _auto_on(backend, device_type: str) -> bool:
+    """Whether `auto` may pick it for this device (a backend may run somewhere without being
+    a good choice there)."""
+    return device_type in getattr(backend, "auto_devices", getattr(backend, "devices", ("cpu", "cuda")))
+
+
 def available_backends(device: str | torch.device | None = None) -> list[str]:
     """Backends usable here (on ``device``'s type, if given)."""
     dev = None if device is None else torch.device(device).type
@@ -48,7 +55,7 @@ def get_backend(name: str = "auto", device: str | torch.device = "cpu"):
     if name == "auto":
         for candidate in AUTO_ORDER:
             backend = _BACKENDS[candidate]
-            if _runs_on(backend, dev) and backend.available():
+            if _auto_on(backend, dev) and backend.available():
                 if (dev, candidate) not in _LOGGED:
                     _LOGGED.add((dev, candidate))
                     log.info("ternary kernel backend for %s tensors: auto -> %s", dev, candidate)
