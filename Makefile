@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 # The stamp's name is a hash of what the venv is built from: make rebuilds it when that changes
 # and does nothing otherwise.
-STAMP := $(VENV)/.stamp-$(shell cat requirements.txt setup.py setup.cfg | sha256sum | cut -d' ' -f1)
+STAMP := $(VENV)/.stamp-$(shell cat requirements.txt requirements-sim.txt setup.py setup.cfg | sha256sum | cut -d' ' -f1)
 
 # ROS domain for one test or bench run: random in 1..101 unless given (`make test
 # ROS_TEST_DOMAIN_ID=7`). ROS_DOMAIN_ID from the caller's shell is ignored on purpose: it may be
@@ -24,13 +24,15 @@ TEST_ENV = log_dir=$$(mktemp -d -t bitvla-roslog.XXXXXX); trap 'rm -rf "$$log_di
 
 .PHONY: setup test bench clean
 
-# setup: the venv at .venv with requirements.txt and this package (editable). Instant when
-# nothing it is built from has changed.
+# setup: the venv at .venv with requirements.txt, requirements-sim.txt (LIBERO) and this package
+# (editable). Instant when nothing it is built from has changed.
 setup: $(STAMP)
 
 $(STAMP):
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -r requirements.txt
+	# opencv-python-headless (an earlier pin) and opencv-python both own cv2/: keep only the latter.
+	$(VENV)/bin/pip uninstall -y -q opencv-python-headless 2>/dev/null || true
+	$(VENV)/bin/pip install -r requirements.txt -r requirements-sim.txt
 	$(VENV)/bin/pip install --no-deps -e .
 	rm -f $(VENV)/.stamp-*
 	touch $@
