@@ -22,7 +22,7 @@ TEST_ENV = log_dir=$$(mktemp -d -t bitvla-roslog.XXXXXX); trap 'rm -rf "$$log_di
 	TORCH_EXTENSIONS_DIR="$(CURDIR)/.cache/torch_extensions"; \
 	echo "ROS_DOMAIN_ID=$$ROS_DOMAIN_ID ROS_AUTOMATIC_DISCOVERY_RANGE=$$ROS_AUTOMATIC_DISCOVERY_RANGE";
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench demo clean
 
 # setup: the venv at .venv with requirements.txt, requirements-sim.txt (LIBERO) and this package
 # (editable). Instant when nothing it is built from has changed.
@@ -40,6 +40,11 @@ $(STAMP):
 # test: the whole suite, isolated from other ROS traffic.
 test: setup
 	@$(TEST_ENV) $(VENV)/bin/python -m pytest -q test
+
+# demo: the shipped default model solving LIBERO tasks through ROS 2 (sim + policy nodes, lockstep);
+# prints success and latency, writes MP4s and a chart to out/demo. A few minutes on 2 cores.
+demo: setup
+	@$(TEST_ENV) $(VENV)/bin/bitvla demo --output out/demo
 
 # bench: every bench/*.py script in turn, same environment; fails if any of them fails.
 bench: setup

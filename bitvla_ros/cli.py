@@ -122,6 +122,37 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from bitvla_ros.paths import default_model
+    from bitvla_ros.ros.ros_env import isolate
+
+    model = Path(args.model) if args.model else default_model()
+    card = model / "demo.json"
+    if not (model / "config.json").is_file():
+        print(f"bitvla demo: no model at {model}; train one (`bitvla train`) or pass --model", file=sys.stderr)
+        return 2
+    demo = json.loads(card.read_text()) if card.is_file() else {}
+    isolate(args.ros_domain_id)
+    from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
+
+    tasks = args.tasks or demo.get("tasks", [1])
+    print(f"bitvla demo: {model.name} on {demo.get('suite', 'libero_goal')} tasks {tasks}, {args.episodes} episode(s) "
+          f"each, on held-out init states from {demo.get('eval_init_start', 40)}; output {args.output}")
+    try:
+        result = run_evaluation(EvalConfig(
+            model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
+            episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
+            seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128)))
+    except (RuntimeError, TimeoutError) as e:
+        print(f"bitvla demo: {e}", file=sys.stderr)
+        return 2
+    total = result["summary"]["all tasks"]
+    print(f"\nbitvla demo: success {total['successes']}/{total['trials']}; policy chunk latency p50 "
+          f"{result['policy_chunk_latency']['p50_ms']} ms; wall time {result['wall_s']:.0f} s; "
+          f"videos and plot in {args.output}")
+    return 0
+
+
 def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
     p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
@@ -193,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    dm = sub.add_parser("demo", help="the shipped default model solving LIBERO tasks through ROS 2 (a few minutes)")
+    dm.add_argument("--model", help="model folder (default: the shipped one in models/)")
+    dm.add_argument("--output", default="out/demo", help="results, videos and plot")
+    dm.add_argument("--tasks", type=_tasks, default=None, help="task ids (default: the model's tasks)")
+    dm.add_argument("--episodes", type=int, default=1, help="episodes per task")
+    dm.add_argument("--offset", type=int, default=0, help="start this many init states into the held-out ones")
+    dm.add_argument("--backend", default="auto")
+    dm.add_argument("--ros-domain-id", type=int, default=None)
+    dm.set_defaults(func=_cmd_demo)
     return p
 
 
