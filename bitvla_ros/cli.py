@@ -78,11 +78,27 @@ def _cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
                       image_aug=not args.no_image_aug, vocab_size=args.vocab_size, val_episodes=args.val_episodes,
                       save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers,
-                      seed=args.seed, resume=args.resume, device=args.device, threads=args.threads)
+                      seed=args.seed, resume=args.resume, device=args.device, threads=args.threads,
+                      fp_vision=args.fp_vision)
     try:
         train(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"bitvla train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_distill(args) -> int:
+    from bitvla_ros.train.distill import DistillConfig, distill
+
+    cfg = DistillConfig(model=args.model, output=args.output, images=args.images or [], dataset=args.dataset,
+                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                        align_weight=args.align_weight, task_weight=args.task_weight, save_every=args.save_every,
+                        seed=args.seed, resume=args.resume)
+    try:
+        distill(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"bitvla distill: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -206,7 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    tr.add_argument("--fp-vision", action="store_true",
+                    help="keep the vision encoder in full precision (then make it 1.58-bit with `bitvla distill`)")
     tr.set_defaults(func=_cmd_train)
+
+    di = sub.add_parser("distill", help="make a VLA's vision encoder 1.58-bit by distillation-aware training",
+                        description="Student = the encoder with W1.58-A8 linears, initialised from the full-precision "
+                                    "teacher; loss = task L1 (with --dataset) + align weight x per-layer relative MSE.")
+    di.add_argument("--model", required=True, help="VLA checkpoint (published layout), e.g. trained with --fp-vision")
+    di.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
+    di.add_argument("--images", nargs="*", help="image folders and/or recorded datasets to distill on")
+    di.add_argument("--dataset", help="recorded dataset: adds the task loss (and its frames as images)")
+    di.add_argument("--steps", type=int, default=2000)
+    di.add_argument("--batch-size", type=int, default=32)
+    di.add_argument("--lr", type=float, default=3e-4)
+    di.add_argument("--warmup", type=int, default=100)
+    di.add_argument("--align-weight", type=float, default=1.0)
+    di.add_argument("--task-weight", type=float, default=1.0)
+    di.add_argument("--save-every", type=int, default=500)
+    di.add_argument("--seed", type=int, default=0)
+    di.add_argument("--resume", action="store_true")
+    di.set_defaults(func=_cmd_distill)
 
     rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",
                          description="sim_node (expert) + recorder_node over DDS; failed episodes are discarded.")

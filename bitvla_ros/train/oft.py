@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 1
     seed: int = 0
     resume: bool = False
+    fp_vision: bool = False  # a full-precision vision encoder (to distill to 1.58 bits afterwards)
     device: str = "auto"
     threads: int = 0  # torch CPU threads per process (0 = torch's default)
     notes: dict = field(default_factory=dict)
@@ -72,6 +73,8 @@ def _tokenizer(cfg: TrainConfig, tasks: list[str], run: Path):
 def _model_config(cfg: TrainConfig, dataset: EpisodeDataset, tok) -> BitVLAConfig:
     base = replace(preset(cfg.preset), num_images=len(dataset.camera_names), proprio_dim=len(dataset.state_names),
                    action_dim=len(dataset.action_names), center_crop=cfg.image_aug)
+    if cfg.fp_vision:
+        base = replace(base, vision=replace(base.vision, weight_bits=32, act_bits=32))
     return with_vocab(base, vocab_size(tok), token_ids(tok))
 
 
