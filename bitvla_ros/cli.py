@@ -124,15 +124,18 @@ def _cmd_record(args) -> int:
 def _cmd_eval(args) -> int:
     from bitvla_ros.ros.ros_env import isolate
 
-    isolate(args.ros_domain_id)
+    if not args.in_process:
+        isolate(args.ros_domain_id)
+    from bitvla_ros.model.normalize import NormStatsError
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     try:
         run_evaluation(EvalConfig(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks,
                                   episodes=args.episodes, init_start=args.init_start, seed=args.seed,
                                   backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
-                                  max_steps=args.max_steps, video=not args.no_video))
-    except (RuntimeError, TimeoutError) as e:
+                                  max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
+                                  in_process=args.in_process))
+    except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
         print(f"bitvla eval: {e}", file=sys.stderr)
         return 2
     return 0
@@ -255,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="model folder")
     ev.add_argument("--output", required=True, help="results folder")
     _sim_arguments(ev, init_start=40, seed=1, episodes=10)
+    # Unset sim arguments take the protocol's defaults (bitvla_ros/ros/evaluate.py).
+    ev.set_defaults(tasks=None, episodes=None, init_start=None, seed=None, image_size=None)
+    ev.add_argument("--protocol", default="ros", choices=["ros", "libero"],
+                    help="ros: held-out init states 40+, 128 px, 10 episodes of task 1 by default; libero: the "
+                         "published BitVLA eval (all tasks, 50 trials from init state 0, 256 px, JPEG + Lanczos + "
+                         "center crop, seeds 0/7, unnorm key = suite)")
+    ev.add_argument("--in-process", action="store_true",
+                    help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
     ev.add_argument("--backend", default="auto")
     ev.add_argument("--unnorm-key", default="")
     ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")

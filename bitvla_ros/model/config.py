@@ -101,6 +101,9 @@ class BitVLAConfig:
     action_head_blocks: int = 2
     # Trained with random crops: deploy with the central 90%-area crop (reference/bitvla.md §6).
     center_crop: bool = False
+    # Camera image preprocessing: "siglip" (resize + normalize, as SigLIP's processor) or "libero"
+    # (the published LIBERO eval's JPEG round trip, Lanczos resize and TF center crop first).
+    image_pipeline: str = "siglip"
     # How many vision layers feed the projector, as the published `vision_feature_layer`.
     vision_feature_layer: int = -1
 
@@ -137,6 +140,8 @@ class BitVLAConfig:
             raise ConfigError(
                 f"special token ids reach {self.tokens.proprio} but the vocabulary has {t.vocab_size} rows"
             )
+        if self.image_pipeline not in ("siglip", "libero"):
+            raise ConfigError(f"image_pipeline {self.image_pipeline!r} is unknown; use 'siglip' or 'libero'")
         self.vision_layers_used  # raises on a bad feature layer
         return self
 
@@ -195,6 +200,7 @@ class BitVLAConfig:
                 "use_proprio": self.use_proprio,
                 "action_head_blocks": self.action_head_blocks,
                 "center_crop": self.center_crop,
+                "image_pipeline": self.image_pipeline,
                 "token_ids": asdict(tok),
             },
         }
@@ -232,7 +238,8 @@ class BitVLAConfig:
         if tokens is None:
             tokens = TokenIds(**ours["token_ids"]) if "token_ids" in ours else TokenIds()
         extras = {k: ours[k] for k in ("num_images", "action_chunk", "action_dim", "proprio_dim",
-                                        "use_proprio", "action_head_blocks", "center_crop") if k in ours}
+                                        "use_proprio", "action_head_blocks", "center_crop", "image_pipeline")
+                  if k in ours}
         vfl = d.get("vision_feature_layer", -1)
         if isinstance(vfl, list):
             raise ConfigError(f"vision_feature_layer {vfl} (several layers) is not supported; BitVLA uses one layer")

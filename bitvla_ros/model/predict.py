@@ -38,11 +38,14 @@ class BitVLAPredictor:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, backend: str = "auto", unnorm_key: str | None = None,
-                        center_crop: bool | None = None, dtype: torch.dtype | None = None) -> "BitVLAPredictor":
-        """``center_crop=None`` follows the model (its config says whether it trained on crops)."""
+                        center_crop: bool | None = None, dtype: torch.dtype | None = None,
+                        image_pipeline: str | None = None) -> "BitVLAPredictor":
+        """``center_crop=None`` follows the model (its config says whether it trained on crops);
+        ``image_pipeline=None`` too ("siglip" unless its config.json says "libero")."""
         loaded = load_model(directory, backend=backend, dtype=dtype)
         crop = loaded.config.center_crop if center_crop is None else center_crop
-        processor = BitVLAProcessor.from_pretrained(directory, loaded.config, center_crop=crop)
+        pipeline = loaded.config.image_pipeline if image_pipeline is None else image_pipeline
+        processor = BitVLAProcessor.from_pretrained(directory, loaded.config, center_crop=crop, image_pipeline=pipeline)
         return cls(loaded.model, processor, NormStats.load(directory, unnorm_key))
 
     @torch.inference_mode()

@@ -17,13 +17,19 @@ import torch.nn.functional as F
 
 from bitvla_ros.model.config import BitVLAConfig
 from bitvla_ros.model.tokenizer import SYSTEM_PROMPT, load_tokenizer, token_ids, vocab_size
+from bitvla_ros.model.libero_images import IMAGE_PIPELINES, libero_image_pipeline
 
 MAX_INSTRUCTION_CHARS = 1000
 CROP_SIDE = math.sqrt(0.9)  # the central box keeps 90% of the area (§6)
 
 
 class BitVLAProcessor:
-    def __init__(self, config: BitVLAConfig, tokenizer, center_crop: bool = False):
+    def __init__(self, config: BitVLAConfig, tokenizer, center_crop: bool = False, image_pipeline: str = "siglip"):
+        """``image_pipeline``: "siglip" (optional integer center crop, PIL-like bicubic resize) or
+        "libero" (the published LIBERO eval's JPEG round trip, Lanczos3 resize and TF center crop,
+        bitvla_ros/model/libero_images.py; ``center_crop`` does not apply, that pipeline always crops)."""
+        if image_pipeline not in IMAGE_PIPELINES:
+            raise ValueError(f"image_pipeline must be one of {IMAGE_PIPELINES}, got {image_pipeline!r}")
         found = token_ids(tokenizer)
         if found != config.tokens:
             raise ValueError(f"the tokenizer's special ids {found} differ from the config's {config.tokens}; "
@@ -32,6 +38,7 @@ class BitVLAProcessor:
             raise ValueError(f"the tokenizer has {vocab_size(tokenizer)} tokens but the model embeds only "
                              f"{config.text.vocab_size}; load the tokenizer.json that belongs to this model")
         self.config, self.tokenizer, self.center_crop = config, tokenizer, center_crop
+        self.image_pipeline = image_pipeline
         t = config.tokens
         # Everything but the instruction sentence is fixed: encode it once.
         images = [t.image] * (config.vision.num_patches * config.num_images)
@@ -41,8 +48,9 @@ class BitVLAProcessor:
         self._tail = [t.eot, *self._encode("Assistant: "), *[t.first_action] * config.num_action_slots, t.stop]
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, config: BitVLAConfig, center_crop: bool = False):
-        return cls(config, load_tokenizer(directory), center_crop=center_crop)
+    def from_pretrained(cls, directory: str | Path, config: BitVLAConfig, center_crop: bool = False,
+                        image_pipeline: str = "siglip"):
+        return cls(config, load_tokenizer(directory), center_crop=center_crop, image_pipeline=image_pipeline)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -93,6 +101,10 @@ class BitVLAProcessor:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or 0 in image.shape:
             raise ValueError(f"the image has shape {image.shape}; expected HxWx3 RGB, HxWx4 RGBA or HxW mono")
+        if self.image_pipeline == "libero":
+            rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image[:, :, :3])
+            x = torch.from_numpy(libero_image_pipeline(rgb, size=self.config.vision.image_size)).permute(2, 0, 1)
+            return x.float() / 127.5 - 1  # already at the model's size: no further resize
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
         x = x[:3].expand(3, -1, -1)  # RGBA drops alpha; mono repeats its one channel
         h, w = x.shape[1:]

@@ -5,38 +5,79 @@ latency does not change what it sees (as in the published evaluation). For every
 is reset to an init state (by default ones not used for recording) and the policy is reset and
 enabled. Writes results.json (episodes, success per task with a 95% Wilson interval, latency),
 success.png and an MP4 per episode.
+
+Two protocols set the defaults: "ros" (this project's: held-out init states from 40, 128 px
+renders, the model's own image pipeline) and "libero", the published BitVLA evaluation
+(reference/bitvla.md §6): 256 px renders, every task of the suite, 50 trials per task from init
+state 0, env seed 0, policy seed 7, the LIBERO image pipeline (JPEG, Lanczos3, TF center crop),
+open-loop chunks of 8, the suite's step limit and the suite name as unnorm key. Anything given
+explicitly overrides them. `in_process` runs the same loop without ROS
+(bitvla_ros/sim/rollout_inprocess.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROPRIO_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "finger_left", "finger_right"]
 ACTION_NAMES = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
 
 
+PROTOCOLS = ("ros", "libero")
+
+
 @dataclass
 class EvalConfig:
+    """None means the protocol's default (see the module doc)."""
+
     model: str
     output: str
     suite: str = "libero_goal"
-    tasks: list[int] = field(default_factory=lambda: [1])
-    episodes: int = 10
-    init_start: int = 40
-    seed: int = 1
+    tasks: list[int] | None = None
+    episodes: int | None = None
+    init_start: int | None = None
+    seed: int | None = None           # env seed
     backend: str = "auto"
-    image_size: int = 128
+    image_size: int | None = None
     unnorm_key: str = ""
     center_crop: str = "auto"
-    max_steps: int = 0
+    max_steps: int = 0                # 0 = the suite's limit
     video: bool = True
     episode_timeout_s: float = 900.0
+    protocol: str = "ros"
+    in_process: bool = False
+    image_pipeline: str | None = None  # auto, siglip or libero
+    policy_seed: int | None = None     # torch/numpy/random seed of the policy; -1 = unseeded
+    execute_steps: int = 8
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol == "libero":
+            from bitvla_ros.sim import protocol as published
+
+            if self.suite not in published.TASKS_PER_SUITE:
+                raise ValueError(f"expected a LIBERO suite among {sorted(published.TASKS_PER_SUITE)}, "
+                                 f"got {self.suite!r}")
+            defaults = {"tasks": list(range(published.TASKS_PER_SUITE[self.suite])),
+                        "episodes": published.TRIALS_PER_TASK, "init_start": 0, "seed": published.ENV_SEED,
+                        "image_size": published.RENDER_SIZE, "image_pipeline": "libero",
+                        "policy_seed": published.SEED}
+            self.unnorm_key = self.unnorm_key or self.suite  # then suite + "_no_noops" (NormStats.load)
+        else:
+            defaults = {"tasks": [1], "episodes": 10, "init_start": 40, "seed": 1, "image_size": 128,
+                        "image_pipeline": "auto", "policy_seed": -1}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
 
 def run_evaluation(cfg: EvalConfig, log=print) -> dict:
+    if cfg.in_process:
+        return _run_in_process(cfg, log)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -52,10 +93,11 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         "video_dir": str(out / "videos") if cfg.video else ""}, out / "logs")
     policy = NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", {
         "model_path": str(Path(cfg.model).expanduser()), "backend": cfg.backend, "unnorm_key": cfg.unnorm_key,
-        "center_crop": cfg.center_crop, "use_sim_time": True,
-        "image_topics": ["agentview/image_raw", "wrist/image_raw"], "proprio_names": PROPRIO_NAMES,
-        "action_names": ACTION_NAMES, "command_type": "joint_trajectory", "control_rate_hz": 20.0,
-        "execute_steps": 8, "max_observation_age_s": 0.025, "start_enabled": False}, out / "logs")
+        "center_crop": cfg.center_crop, "image_pipeline": cfg.image_pipeline, "seed": cfg.policy_seed,
+        "use_sim_time": True, "image_topics": ["agentview/image_raw", "wrist/image_raw"],
+        "proprio_names": PROPRIO_NAMES, "action_names": ACTION_NAMES, "command_type": "joint_trajectory",
+        "control_rate_hz": 20.0, "execute_steps": cfg.execute_steps, "max_observation_age_s": 0.025,
+        "start_enabled": False}, out / "logs")
     rclpy.init()
     node = rclpy.create_node("bitvla_eval")
     executor = SingleThreadedExecutor()
@@ -71,7 +113,8 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         if status.get("message") == "no model loaded":
             raise RuntimeError(f"the policy node could not load {cfg.model}:\n{policy.log_tail()}")
         log(f"policy up (backend {status.get('backend')}); evaluating {cfg.suite} tasks {cfg.tasks}, "
-            f"{cfg.episodes} episodes each from init state {cfg.init_start}")
+            f"{cfg.episodes} episodes each from init state {cfg.init_start} ({cfg.protocol} protocol)")
+        _note_jpeg_decoder(cfg, log)
         for task in cfg.tasks:
             for i in range(cfg.episodes):
                 init = cfg.init_start + i
@@ -101,12 +144,51 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         node.destroy_node()
         rclpy.try_shutdown()
 
-    rows = summarize(episodes)
     chunk_latency = {"p50_ms": _ms(diag.get("latency_p50_s")), "p95_ms": _ms(diag.get("latency_p95_s")),
                      "backend": diag.get("backend")}
+    return _write_results(cfg, out, episodes, chunk_latency, started, log)
+
+
+def _run_in_process(cfg: EvalConfig, log=print) -> dict:
+    """The same episodes without ROS: LiberoEnv + BitVLAPredictor in this process."""
+    from bitvla_ros.model.predict import BitVLAPredictor
+    from bitvla_ros.sim.evaluation import latency_stats
+    from bitvla_ros.sim.protocol import seed_everything
+    from bitvla_ros.sim.rollout_inprocess import run_in_process
+
+    out = Path(cfg.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if cfg.policy_seed is not None and cfg.policy_seed >= 0:
+        seed_everything(cfg.policy_seed)
+    crop = {"auto": None, "true": True, "false": False}[str(cfg.center_crop).lower()]
+    predictor = BitVLAPredictor.from_pretrained(
+        Path(cfg.model).expanduser(), backend=cfg.backend, unnorm_key=cfg.unnorm_key or None, center_crop=crop,
+        image_pipeline=None if cfg.image_pipeline == "auto" else cfg.image_pipeline)
+    backend = getattr(predictor.model, "backend_name", None) or cfg.backend
+    log(f"model loaded in process (backend {backend}, image pipeline {predictor.processor.image_pipeline}, "
+        f"unnorm key {predictor.stats.key}); evaluating {cfg.suite} tasks {cfg.tasks}, {cfg.episodes} episodes "
+        f"each from init state {cfg.init_start} ({cfg.protocol} protocol)")
+    _note_jpeg_decoder(cfg, log)
+    episodes, latencies = run_in_process(
+        predictor, cfg.suite, cfg.tasks, cfg.episodes, cfg.init_start, cfg.image_size, cfg.seed,
+        max_steps=cfg.max_steps, execute_steps=cfg.execute_steps,
+        video_dir=out / "videos" if cfg.video else None, log=log)
+    stats = latency_stats(latencies)
+    chunk_latency = {"p50_ms": _round(stats.get("p50_ms")), "p95_ms": _round(stats.get("p95_ms")), "backend": backend}
+    return _write_results(cfg, out, episodes, chunk_latency, started, log)
+
+
+def _write_results(cfg: EvalConfig, out: Path, episodes: list[dict], chunk_latency: dict, started: float,
+                   log=print) -> dict:
+    from bitvla_ros.sim.evaluation import format_summary, latency_stats, success_chart, summarize
+    from bitvla_ros.sim.protocol import default_jpeg_decoder
+
+    rows = summarize(episodes)
     steps = sum(e["steps"] for e in episodes)
     wall = sum(e["wall_s"] for e in episodes)
     result = {"config": asdict(cfg), "episodes": episodes, "summary": rows, "policy_chunk_latency": chunk_latency,
+              "jpeg_decoder": default_jpeg_decoder() if cfg.image_pipeline == "libero" else None,
               "wall_s_per_step": wall / steps if steps else None, "wall_s": round(time.perf_counter() - started, 1),
               "episode_wall": latency_stats([e["wall_s"] for e in episodes])}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -120,6 +202,19 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
     log(f"results: {out / 'results.json'}, chart: {out / 'success.png'}"
         + (f", videos: {out / 'videos'}" if cfg.video else ""))
     return result
+
+
+def _note_jpeg_decoder(cfg: EvalConfig, log) -> None:
+    from bitvla_ros.sim.protocol import default_jpeg_decoder
+
+    if cfg.image_pipeline == "libero" and default_jpeg_decoder() != "simplejpeg":
+        log("note: JPEG round trip decoded with OpenCV (accurate IDCT); TensorFlow, as in the published eval, "
+            "decodes with the fast IDCT (~1 level per pixel apart after the resize). `pip install simplejpeg` "
+            "to decode as TensorFlow does.")
+
+
+def _round(ms) -> float | None:
+    return None if ms is None else round(float(ms), 1)
 
 
 def _ms(seconds) -> float | None:

@@ -37,6 +37,10 @@ PARAMS = [
     Param("unnorm_key", "", "dataset statistics key used to un-normalize actions ('' = the only one)"),
     Param("center_crop", "auto", "crop the central 90% of each image before resizing: auto (as the model was "
           "trained), true or false"),
+    Param("image_pipeline", "auto", "image preprocessing: auto (the model's config), siglip, or libero (the "
+          "published LIBERO eval's JPEG round trip, Lanczos3 resize and TF center crop)"),
+    Param("seed", -1, "seed python, numpy and torch at start (the published LIBERO eval uses 7); -1 = leave unseeded",
+          read_only=True),
     Param("image_topics", ["camera/image_raw"], "camera topics in the model's image order; a topic ending in "
           "'/compressed' is read as sensor_msgs/CompressedImage", read_only=True),
     Param("proprio_names", [""], "joint names read from joint_states into the proprio vector, in model order",
@@ -57,23 +61,31 @@ PARAMS = [
     Param("dry_run", False, "run the policy and report, but publish no commands"),
     Param("diagnostics_rate_hz", 1.0, "rate of /diagnostics status messages", read_only=True),
 ]
-SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop")
+SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline")
 LIMIT_PARAMS = ("action_lower", "action_upper", "max_step_delta")
 
-def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str):
+def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto"):
     from bitvla_ros.model.predict import BitVLAPredictor  # torch loads with the first model, not at import
 
     crop = {"auto": None, "true": True, "false": False}.get(str(center_crop).lower())
     if crop is None and str(center_crop).lower() != "auto":
         raise ValueError(f"center_crop must be auto, true or false, got {center_crop!r}")
+    pipeline = str(image_pipeline).lower()
+    if pipeline not in ("auto", "siglip", "libero"):
+        raise ValueError(f"image_pipeline must be auto, siglip or libero, got {image_pipeline!r}")
     return BitVLAPredictor.from_pretrained(Path(model_path).expanduser(), backend=backend,
-                                           unnorm_key=unnorm_key or None, center_crop=crop)
+                                           unnorm_key=unnorm_key or None, center_crop=crop,
+                                           image_pipeline=None if pipeline == "auto" else pipeline)
 
 
 class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("bitvla_policy", **kwargs)
         p = self.values = declare(self, PARAMS)
+        if p["seed"] >= 0:
+            from bitvla_ros.sim.protocol import seed_everything
+
+            seed_everything(p["seed"])
         cams = [f"camera_{i}" for i in range(len(p["image_topics"]))]
         settings = PolicySettings(
             camera_names=cams, proprio_names=[n for n in p["proprio_names"] if n],
@@ -86,7 +98,8 @@ class PolicyNode(Node):
         self._model_label = ""
         if p["model_path"]:
             try:
-                self.runner.stage(load_predictor(p["model_path"], p["backend"], p["unnorm_key"], p["center_crop"]))
+                self.runner.stage(load_predictor(p["model_path"], p["backend"], p["unnorm_key"], p["center_crop"],
+                                                 p["image_pipeline"]))
                 self._model_label = p["model_path"]
                 self.get_logger().info(f"loaded {p['model_path']} (backend {self.runner.status()['backend']})")
             except Exception as e:  # noqa: BLE001 - report and keep running without a policy
@@ -208,7 +221,8 @@ class PolicyNode(Node):
                 return SetParametersResult(successful=False, reason="model_path is empty")
             start = time.perf_counter()
             try:
-                predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"])
+                predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"],
+                                           cfg["image_pipeline"])
                 self.runner.stage(predictor)
             except Exception as e:  # noqa: BLE001 - any load failure rejects the change
                 reason = f"kept the running policy: {type(e).__name__}: {e}"
