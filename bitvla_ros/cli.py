@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="OFT fine-tuning (L1 on action chunks) on a recorded dataset",
                         description="Train BitVLA on a dataset written by recorder_node / `bitvla record`. "
                                     "Runs under torchrun for several GPUs or processes (DDP).")
-    tr.add_argument("--dataset", required=True, help="dataset folder (LeRobot layout)")
+    tr.add_argument("--dataset", required=True, action="append",
+                    help="dataset folder (LeRobot layout); repeat to train on several recorded alike")
     tr.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
     tr.add_argument("--preset", default="demo", help="model size for a new model (demo, tiny, bitvla-3b)")
     tr.add_argument("--init", help="start from this published-layout checkpoint instead of a new model")

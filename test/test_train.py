@@ -73,3 +73,22 @@ def test_training_reduces_the_loss(dataset, tmp_path):
 def test_clear_error_for_a_missing_dataset(tmp_path, capsys):
     assert main(["train", "--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "run")]) == 2
     assert "bitvla train:" in capsys.readouterr().err
+
+
+def test_train_on_two_datasets_recorded_alike(dataset, tmp_path, capsys):
+    other = tmp_path / "other"
+    with make_writer(other) as w:
+        record(w, 9, length=12, task="turn on the stove")
+    run = tmp_path / "two"
+    assert main(["train", "--dataset", str(dataset), "--dataset", str(other), "--output", str(run), "--preset", "tiny",
+                 "--batch-size", "4", "--steps", "2", "--save-every", "2", "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "from 5 episodes (3 tasks)" in out
+    stats = json.loads((run / "model" / "dataset_statistics.json").read_text())
+    assert stats["toy_no_noops"]["num_trajectories"] == 5
+    mismatched = tmp_path / "mismatched"
+    with make_writer(mismatched, action_names=["a", "b", "c", "d", "e", "f", "g"]) as w:
+        record(w, 1, length=12)
+    assert main(["train", "--dataset", str(dataset), "--dataset", str(mismatched), "--output", str(tmp_path / "x"),
+                 "--preset", "tiny", "--steps", "1", "--num-workers", "0"]) == 2
+    assert "differ in action_names" in capsys.readouterr().err

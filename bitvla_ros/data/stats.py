@@ -77,12 +77,21 @@ def compute_statistics(dataset, action_mask: Sequence[bool] | None = None, name:
     if isinstance(dataset, (str, Path)):
         from bitvla_ros.data.reader import EpisodeDataset
         dataset = EpisodeDataset(dataset)
-    chosen = range(len(dataset.episodes)) if episodes is None else list(episodes)
-    loaded = [dataset.frames(i, images=False) for i in chosen]
+    return compute_statistics_of([dataset], action_mask, name, None if episodes is None else [episodes])
+
+
+def compute_statistics_of(datasets: Sequence, action_mask: Sequence[bool] | None = None, name: str | None = None,
+                          episodes: Sequence[Sequence[int]] | None = None) -> dict:
+    """Statistics over the chosen episodes of several datasets together (recorded separately,
+    trained on together); name and mask default to the first dataset's."""
+    loaded = []
+    for k, dataset in enumerate(datasets):
+        chosen = range(len(dataset.episodes)) if episodes is None else list(episodes[k])
+        loaded += [dataset.frames(i, images=False) for i in chosen]
     if not loaded:
         raise ValueError("no episodes to compute statistics from")
     if action_mask is None:
-        action_mask = dataset.action_mask
+        action_mask = datasets[0].action_mask
     entry = statistics_entry(np.concatenate([e.action for e in loaded]), np.concatenate([e.state for e in loaded]),
                              len(loaded), action_mask)
-    return {name or dataset.name: entry}
+    return {name or datasets[0].name: entry}

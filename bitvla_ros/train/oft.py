@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bitvla_ros.data import ChunkedSamples, EpisodeDataset, compute_statistics
+from bitvla_ros.data import ChunkedSamples, EpisodeDataset
+from bitvla_ros.data.stats import compute_statistics_of
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.checkpoint import load_published, save_packed
 from bitvla_ros.model.config import BitVLAConfig, preset, with_vocab
@@ -36,7 +37,7 @@ from bitvla_ros.train.schedule import lr_factor
 
 @dataclass
 class TrainConfig:
-    dataset: str
+    dataset: str | list[str]  # one dataset folder, or several recorded with the same features
     output: str
     preset: str = "demo"
     init: str | None = None  # a published-layout checkpoint to start from (e.g. a BitVLA release)
@@ -78,6 +79,17 @@ def _model_config(cfg: TrainConfig, dataset: EpisodeDataset, tok) -> BitVLAConfi
     return with_vocab(base, vocab_size(tok), token_ids(tok))
 
 
+def _open_datasets(paths) -> list[EpisodeDataset]:
+    datasets = [EpisodeDataset(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    first = datasets[0]
+    for ds in datasets[1:]:
+        for what in ("camera_names", "state_names", "action_names", "action_mask"):
+            if getattr(ds, what) != getattr(first, what):
+                raise ValueError(f"{ds.root} and {first.root} differ in {what} ({getattr(ds, what)} vs "
+                                 f"{getattr(first, what)}); train on datasets recorded with the same features")
+    return datasets
+
+
 def _check_fits(config: BitVLAConfig, dataset: EpisodeDataset) -> None:
     wanted = (len(dataset.camera_names), len(dataset.state_names), len(dataset.action_names))
     have = (config.num_images, config.proprio_dim, config.action_dim)
@@ -114,15 +126,19 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rt.rank)
     run = Path(cfg.output).expanduser()
-    dataset = EpisodeDataset(cfg.dataset)
-    episodes = [e.index for e in dataset.episodes]
-    if cfg.val_episodes >= len(episodes):
-        raise ValueError(f"val_episodes={cfg.val_episodes} leaves no training episodes out of {len(episodes)}")
-    train_eps = episodes[: len(episodes) - cfg.val_episodes]
-    val_eps = episodes[len(train_eps):]
-    stats = compute_statistics(dataset, action_mask=dataset.action_mask, episodes=train_eps)
+    datasets = _open_datasets(cfg.dataset)
+    dataset = datasets[0]
+    train_eps, val_eps = [], []
+    for ds in datasets:  # the last `val_episodes` of every dataset are held out
+        episodes = [e.index for e in ds.episodes]
+        if cfg.val_episodes >= len(episodes):
+            raise ValueError(f"val_episodes={cfg.val_episodes} leaves no training episodes out of {len(episodes)} "
+                             f"in {ds.root}")
+        train_eps.append(episodes[: len(episodes) - cfg.val_episodes])
+        val_eps.append(episodes[len(train_eps[-1]):])
+    stats = compute_statistics_of(datasets, action_mask=dataset.action_mask, episodes=train_eps)
     norm = NormStats.load(stats)
-    tok = _tokenizer(cfg, dataset.tasks, run)
+    tok = _tokenizer(cfg, sorted({t for ds in datasets for t in ds.tasks}), run)
     initial = load_published(cfg.init) if cfg.init else None
     config = initial.config if initial is not None else _model_config(cfg, dataset, tok)
     _check_fits(config, dataset)
@@ -145,7 +161,8 @@ def train(cfg: TrainConfig) -> Path:
         optimizer, step = make_optimizer(model), 0
     net = torch.nn.parallel.DistributedDataParallel(model) if rt.world > 1 else model
 
-    samples = ChunkedSamples(dataset, chunk=config.action_chunk, episodes=train_eps)
+    samples = torch.utils.data.ConcatDataset([ChunkedSamples(ds, chunk=config.action_chunk, episodes=eps)
+                                              for ds, eps in zip(datasets, train_eps)])
     encoder = SampleEncoder(processor, norm, cfg.image_aug)
     data = EncodedSamples(samples, encoder)
     sampler = (torch.utils.data.distributed.DistributedSampler(data, seed=cfg.seed) if rt.world > 1
@@ -154,16 +171,19 @@ def train(cfg: TrainConfig) -> Path:
                                          num_workers=cfg.num_workers, collate_fn=lambda items: collate(processor, items),
                                          persistent_workers=cfg.num_workers > 0)
     val_loader = None
-    if val_eps and rt.main:
-        val = EncodedSamples(ChunkedSamples(dataset, chunk=config.action_chunk, episodes=val_eps),
-                             SampleEncoder(processor, norm, image_aug=False))
+    if cfg.val_episodes and rt.main:
+        val = EncodedSamples(torch.utils.data.ConcatDataset(
+            [ChunkedSamples(ds, chunk=config.action_chunk, episodes=eps) for ds, eps in zip(datasets, val_eps)]),
+            SampleEncoder(processor, norm, image_aug=False))
         val_loader = torch.utils.data.DataLoader(val, batch_size=cfg.batch_size,
                                                  collate_fn=lambda items: collate(processor, items))
 
     if rt.main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"training {n_params / 1e6:.2f} M params on {len(samples)} samples from {len(train_eps)} episodes "
-              f"({len(dataset.tasks)} tasks), {rt.world} process(es) on {rt.device}; steps {step} -> {cfg.steps}")
+        n_eps = sum(len(e) for e in train_eps)
+        n_tasks = len({t for ds in datasets for t in ds.tasks})
+        print(f"training {n_params / 1e6:.2f} M params on {len(samples)} samples from {n_eps} episodes "
+              f"({n_tasks} tasks), {rt.world} process(es) on {rt.device}; steps {step} -> {cfg.steps}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not rt.main, desc="train", unit="step", dynamic_ncols=True)
     epoch, start, losses = 0, time.perf_counter(), []
     while step < cfg.steps:
