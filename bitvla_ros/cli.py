@@ -134,7 +134,7 @@ def _cmd_eval(args) -> int:
                                   episodes=args.episodes, init_start=args.init_start, seed=args.seed,
                                   backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
                                   max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
-                                  in_process=args.in_process))
+                                  in_process=args.in_process, policy_threads=args.policy_threads))
     except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
         print(f"bitvla eval: {e}", file=sys.stderr)
         return 2
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--unnorm-key", default="")
     ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
+    ev.add_argument("--policy-threads", type=int, default=1,
+                    help="torch threads of the policy process (default 1: the sim renders on another core)")
     ev.set_defaults(func=_cmd_eval)
 
     dm = sub.add_parser("demo", help="the shipped default model solving LIBERO tasks through ROS 2 (a few minutes)")

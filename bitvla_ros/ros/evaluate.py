@@ -46,6 +46,8 @@ class EvalConfig:
     center_crop: str = "auto"
     max_steps: int = 0                # 0 = the suite's limit
     video: bool = True
+    # The sim renders on one core; on a small CPU the policy is faster on the other one alone (0 = all).
+    policy_threads: int = 1
     episode_timeout_s: float = 900.0
     protocol: str = "ros"
     in_process: bool = False
@@ -97,7 +99,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         "use_sim_time": True, "image_topics": ["agentview/image_raw", "wrist/image_raw"],
         "proprio_names": PROPRIO_NAMES, "action_names": ACTION_NAMES, "command_type": "joint_trajectory",
         "control_rate_hz": 20.0, "execute_steps": cfg.execute_steps, "max_observation_age_s": 0.025,
-        "start_enabled": False}, out / "logs")
+        "start_enabled": False, "num_threads": cfg.policy_threads}, out / "logs")
     rclpy.init()
     node = rclpy.create_node("bitvla_eval")
     executor = SingleThreadedExecutor()

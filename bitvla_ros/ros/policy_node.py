@@ -41,6 +41,8 @@ PARAMS = [
           "published LIBERO eval's JPEG round trip, Lanczos3 resize and TF center crop)"),
     Param("seed", -1, "seed python, numpy and torch at start (the published LIBERO eval uses 7); -1 = leave unseeded",
           read_only=True),
+    Param("num_threads", 0, "torch CPU threads for inference (0 = torch's default, one per core); use 1 when "
+          "another busy process (a simulator, a driver) shares a small CPU", read_only=True),
     Param("image_topics", ["camera/image_raw"], "camera topics in the model's image order; a topic ending in "
           "'/compressed' is read as sensor_msgs/CompressedImage", read_only=True),
     Param("proprio_names", [""], "joint names read from joint_states into the proprio vector, in model order",
@@ -82,6 +84,10 @@ class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("bitvla_policy", **kwargs)
         p = self.values = declare(self, PARAMS)
+        if p["num_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["num_threads"])
         if p["seed"] >= 0:
             from bitvla_ros.sim.protocol import seed_everything
 
