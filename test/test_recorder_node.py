@@ -49,7 +49,11 @@ def record_episode(robot, instruction, seconds=1.0, via_topic=False):
         pub.publish(String(data="stop"))
         robot.spin_for(1.0)
         return None
-    res = trigger(robot, "start_episode")
+    for _ in range(20):  # the latched instruction may take a moment to reach a node just started
+        res = trigger(robot, "start_episode")
+        if res.success or "no instruction" not in res.message:
+            break
+        robot.spin_for(0.5)
     assert res.success, res.message
     robot.spin_for(seconds)
     res = trigger(robot, "stop_episode")

@@ -15,7 +15,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rcl_interfaces.msg import SetParametersResult
@@ -29,6 +29,7 @@ from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import STREAM, TRAJECTORY, PolicyRunner, PolicySettings
 from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
 from bitvla_ros.ros.params import Param, declare
+from bitvla_ros.ros.spin import run
 from bitvla_ros.ros.qos import LATCHED, SENSORS
 
 PARAMS = [
@@ -272,17 +273,7 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(PolicyNode, lambda: MultiThreadedExecutor(num_threads=4), args)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ import yaml
 
 
 class NodeProcess:
-    def __init__(self, module: str, node_name: str, params: dict, workdir: Path, params_files=()):
+    def __init__(self, module: str, node_name: str, params: dict, workdir: Path, params_files=(), args=()):
+        """``params_files`` load first (e.g. the shipped config/*.yaml); ``params`` override them;
+        ``args`` go to the module before the ROS arguments."""
         self.module, self.node_name, self.params = module, node_name, params
-        self.workdir, self.params_files = Path(workdir), [str(f) for f in params_files]
+        self.workdir, self.params_files, self.args = Path(workdir), [str(f) for f in params_files], list(args)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / f"{node_name}.log"
 
@@ -27,16 +29,19 @@ class NodeProcess:
         params_file.write_text(yaml.safe_dump({self.node_name: {"ros__parameters": self.params}}))
         files = [a for f in [*self.params_files, str(params_file)] for a in ("--params-file", f)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--ros-args", *files],
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args, "--ros-args", *files],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log(self) -> str:
         self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:

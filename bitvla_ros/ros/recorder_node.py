@@ -14,7 +14,7 @@ import os
 import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -28,6 +28,7 @@ from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
 from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
 from bitvla_ros.ros.params import Param, declare
+from bitvla_ros.ros.spin import run
 from bitvla_ros.ros.qos import LATCHED, SENSORS
 
 PARAMS = [
@@ -195,17 +196,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = RecorderNode()
-    executor = SingleThreadedExecutor()  # the dataset writer is used from one thread only
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(RecorderNode, SingleThreadedExecutor, args)  # the dataset writer is used from one thread only
 
 
 if __name__ == "__main__":
