@@ -17,7 +17,7 @@ def share_dir() -> Path:
             share = Path(get_package_share_directory("bitvla_ros"))
             if (share / "models").is_dir():
                 return share
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: no ROS environment sourced (AMENT_PREFIX_PATH)
             pass
     except ImportError:
         pass

@@ -109,6 +109,21 @@ def _decode_ternary(b):
 
 
 @triton.jit
+def _store_tile(acc, offs_m, offs_n, m_mask, n_mask, xs_ptr, wscale_ptr, out_ptr, ws_ptr, pid_k, M, N,
+                stride_om, PARTIAL: tl.constexpr):
+    """The int32 tile out: scaled to float (y = acc · scale_w / s[m]), or raw into split-K slice pid_k."""
+    out_mask = m_mask[:, None] & n_mask[None, :]
+    if not PARTIAL:
+        xs = tl.load(xs_ptr + offs_m, mask=m_mask, other=1.0)
+        factor = tl.div_rn(tl.load(wscale_ptr) + tl.zeros_like(xs), xs)  # scale_w / s, IEEE
+        y = acc.to(tl.float32) * factor[:, None]
+        tl.store(out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :], y, mask=out_mask)
+    else:
+        base = ws_ptr + pid_k.to(tl.int64) * M * N
+        tl.store(base + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], acc, mask=out_mask)
+
+
+@triton.jit
 def _act_quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm,
                       ROWS: tl.constexpr, BLOCK_K: tl.constexpr, SINGLE_PASS: tl.constexpr,
                       USE_RINT: tl.constexpr):
@@ -200,15 +215,8 @@ def _w2a8_dot_kernel(a_ptr, xs_ptr, w_ptr, wscale_ptr, out_ptr, ws_ptr,
     if SWAP_AB:
         acc = tl.trans(acc)
 
-    out_mask = m_mask[:, None] & n_mask[None, :]
-    if not PARTIAL:
-        xs = tl.load(xs_ptr + offs_m, mask=m_mask, other=1.0)
-        factor = tl.div_rn(tl.load(wscale_ptr) + tl.zeros_like(xs), xs)  # scale_w / s, IEEE
-        y = acc.to(tl.float32) * factor[:, None]
-        tl.store(out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :], y, mask=out_mask)
-    else:
-        base = ws_ptr + pid_k.to(tl.int64) * M * N
-        tl.store(base + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], acc, mask=out_mask)
+    _store_tile(acc, offs_m, offs_n, m_mask, n_mask, xs_ptr, wscale_ptr, out_ptr, ws_ptr, pid_k, M, N,
+                stride_om, PARTIAL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,15 +255,8 @@ def _w2a8_gemv_kernel(a_ptr, xs_ptr, w_ptr, wscale_ptr, out_ptr, ws_ptr,
         prod = a.to(tl.int32)[:, None, :] * w.to(tl.int32)[None, :, :]  # (BLOCK_M, BLOCK_N, BLOCK_K)
         acc += tl.sum(prod, axis=2)
 
-    out_mask = m_mask[:, None] & n_mask[None, :]
-    if not PARTIAL:
-        xs = tl.load(xs_ptr + offs_m, mask=m_mask, other=1.0)
-        factor = tl.div_rn(tl.load(wscale_ptr) + tl.zeros_like(xs), xs)
-        y = acc.to(tl.float32) * factor[:, None]
-        tl.store(out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :], y, mask=out_mask)
-    else:
-        base = ws_ptr + pid_k.to(tl.int64) * M * N
-        tl.store(base + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], acc, mask=out_mask)
+    _store_tile(acc, offs_m, offs_n, m_mask, n_mask, xs_ptr, wscale_ptr, out_ptr, ws_ptr, pid_k, M, N,
+                stride_om, PARTIAL)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ It loads into a deploy-form skeleton by memory map: no float copy of a ternary l
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -126,12 +127,20 @@ def save_published(model: BitVLA, directory: str | Path, step: int = 0, stats: d
         else:
             main[keymap.rename(name, to_published)] = t
     model.config.save(directory)
-    save_file(main, str(directory / "model.safetensors"))
+    _save_readable(main, directory / "model.safetensors")
     torch.save(head, directory / f"action_head--{step}_checkpoint.pt")
     if proprio:
         torch.save(proprio, directory / f"proprio_projector--{step}_checkpoint.pt")
     _copy_side_files(directory, stats, tokenizer_dir)
     return directory
+
+
+def _save_readable(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """safetensors writes its files 0600; a model folder is shared like any other file (umask)."""
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 # --- packed deployment folder --------------------------------------------------------------------
@@ -147,7 +156,7 @@ def save_packed(model: BitVLA, directory: str | Path, stats: dict | None = None,
     cfg["bitvla_ros"].update(format=PACKED_FORMAT, embedding=embedding, dtype=str(model.dtype).removeprefix("torch."))
     (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / PACKED_WEIGHTS), metadata={"format": "bitvla_ros.packed"})
+    _save_readable(state, directory / PACKED_WEIGHTS, metadata={"format": "bitvla_ros.packed"})
     _copy_side_files(directory, stats, tokenizer_dir)
     return directory
 
