@@ -43,10 +43,14 @@ def test_train_checkpoints_resumes_and_exports_a_working_model(dataset, tmp_path
               "--warmup", "2", "--save-every", "3", "--log-every", "1", "--num-workers", "0", "--val-episodes", "1"]
     assert main(common + ["--steps", "3"]) == 0
     assert (run / "checkpoints" / "step_0000003" / "trainer_state.pt").is_file()
+    with open(run / "metrics.jsonl", "a") as f:  # a run killed after logging step 4, before its checkpoint
+        f.write(json.dumps({"step": 4, "loss": 9.0, "lr": 0.0, "elapsed_s": 1e6}) + "\n")
     assert main(common + ["--steps", "6", "--resume"]) == 0
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [m["step"] for m in metrics if "loss" in m]
-    assert steps == [1, 2, 3, 4, 5, 6]  # the resumed run continued at step 4
+    assert steps == [1, 2, 3, 4, 5, 6]  # the resumed run continued at step 4; the killed run's step 4 is gone
+    elapsed = [m["elapsed_s"] for m in metrics if "loss" in m]
+    assert elapsed == sorted(elapsed) and elapsed[-1] < 1e6  # training time keeps counting across the resume
     assert any("val_loss" in m for m in metrics)
     assert (run / "loss.png").stat().st_size > 1000
     model = load_packed(run / "model")

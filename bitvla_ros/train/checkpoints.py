@@ -60,6 +60,15 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def rewind_metrics(run_dir: Path, step: int) -> float:
+    """On resume from `step`: drop the records a killed run wrote after its last checkpoint (they
+    would be logged twice), and return the training seconds spent up to `step`, so that elapsed_s
+    keeps counting across resumes."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return max((r["elapsed_s"] for r in kept if "elapsed_s" in r), default=0.0)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

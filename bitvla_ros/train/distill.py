@@ -182,7 +182,8 @@ def distill(cfg: DistillConfig) -> Path:
           f"cosine {baseline['cosine']:.4f}, relative MSE {baseline['relative_mse']:.4f} (naive ternarization)")
 
     bar = tqdm(total=cfg.steps, initial=step, desc="distill", unit="step", dynamic_ncols=True)
-    start = time.perf_counter()
+    spent = checkpoints.rewind_metrics(run, step) if resume_from is not None else 0.0
+    start = time.perf_counter() - spent  # elapsed_s counts across resumes
     while step < cfg.steps:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.steps)

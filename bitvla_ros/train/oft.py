@@ -185,7 +185,9 @@ def train(cfg: TrainConfig) -> Path:
         print(f"training {n_params / 1e6:.2f} M params on {len(samples)} samples from {n_eps} episodes "
               f"({n_tasks} tasks), {rt.world} process(es) on {rt.device}; steps {step} -> {cfg.steps}")
     bar = tqdm(total=cfg.steps, initial=step, disable=not rt.main, desc="train", unit="step", dynamic_ncols=True)
-    epoch, start, losses = 0, time.perf_counter(), []
+    # elapsed_s counts training time across resumes: start is moved back by the time already spent
+    spent = checkpoints.rewind_metrics(run, step) if rt.main and latest is not None else 0.0
+    epoch, start, losses = 0, time.perf_counter() - spent, []
     while step < cfg.steps:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
