@@ -134,7 +134,8 @@ def _cmd_eval(args) -> int:
                                   episodes=args.episodes, init_start=args.init_start, seed=args.seed,
                                   backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
                                   max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
-                                  in_process=args.in_process, policy_threads=args.policy_threads))
+                                  in_process=args.in_process, policy_threads=args.policy_threads,
+                                  execute_steps=args.execute_steps))
     except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
         print(f"bitvla eval: {e}", file=sys.stderr)
         return 2
@@ -161,7 +162,8 @@ def _cmd_demo(args) -> int:
         result = run_evaluation(EvalConfig(
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
-            seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128)))
+            seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
+            execute_steps=demo.get("execute_steps", 8)))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2
@@ -271,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--unnorm-key", default="")
     ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
+    ev.add_argument("--execute-steps", type=int, default=8,
+                    help="actions of each chunk executed open loop before re-planning (the published eval: 8)")
     ev.add_argument("--policy-threads", type=int, default=1,
                     help="torch threads of the policy process (default 1: the sim renders on another core)")
     ev.set_defaults(func=_cmd_eval)

@@ -79,6 +79,8 @@ def test_cli_leaves_unset_sim_arguments_to_the_protocol():
     assert (args.tasks, args.episodes, args.init_start, args.seed, args.image_size) == (None,) * 5
     args = build_parser().parse_args(["eval", "--model", "m", "--output", "o", "--episodes", "3"])
     assert args.protocol == "ros" and not args.in_process and args.episodes == 3
+    assert args.execute_steps == 8  # whole chunks open loop, as the published eval
+    assert build_parser().parse_args(["eval", "--model", "m", "--output", "o", "--execute-steps", "4"]).execute_steps == 4
     record = build_parser().parse_args(["record", "--output", "o"])  # record keeps its own defaults
     assert (record.episodes, record.init_start, record.image_size) == (40, 0, 128)
 

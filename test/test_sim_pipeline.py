@@ -48,3 +48,27 @@ def test_eval_runs_a_policy_in_lockstep_over_ros(tmp_path):
     videos = list((tmp_path / "eval" / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     assert np.isfinite(result["wall_s"])
+
+
+def test_lockstep_sim_sends_its_observation_again_when_no_command_comes(rclpy_context, tmp_path):
+    """Cameras are best effort: if the frame a policy should answer is lost, lockstep would wait
+    forever. The sim publishes the same observation again (same stamp, time does not advance)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from ros_helpers.harness import NodeProcess, spin_until
+
+    node = rclpy.create_node("republish_probe", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    stamps = []
+    node.create_subscription(JointState, "/joint_states",
+                             lambda m: stamps.append((m.header.stamp.sec, m.header.stamp.nanosec)), 10)
+    params = {"suite": "libero_goal", "task_id": 9, "init_state": 0, "image_size": 32, "lockstep_republish_s": 0.3}
+    try:
+        with NodeProcess("bitvla_ros.ros.sim_node", "bitvla_sim", params, tmp_path) as proc:
+            assert spin_until(executor, lambda: len(stamps) >= 4, 180), proc.log()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    assert len(set(stamps)) == 1, stamps  # no command, no step: the one observation, again and again

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from pathlib import Path
 
 import rclpy
@@ -51,6 +52,10 @@ PARAMS = [
     Param("expert", False, "the scripted expert drives and publishes its commands on teleop_topic", read_only=True),
     Param("teleop_topic", "teleop/joint_command", "where the expert's commands go (JointTrajectory)", read_only=True),
     Param("max_steps", 0, "steps per episode (0 = the suite's evaluation limit)", read_only=True),
+    Param("lockstep_republish_s", 1.0,
+          "lockstep: publish the current observation again (same stamp and clock) when no command has come "
+          "for this many wall seconds; cameras are best effort, and one lost frame would stall the episode "
+          "(0 = never)", read_only=True),
     Param("reset_on_start", True, "start the first episode (init_state) without a call to ~/reset", read_only=True),
     Param("video_dir", "", "write an MP4 of each episode's agentview here ('' = no video)", read_only=True),
 ]
@@ -92,6 +97,7 @@ class SimNode(Node):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._frames: list = []
+        self._published_at, self.republished = time.monotonic(), 0
         # MuJoCo's EGL context belongs to the thread that made it: the env is created, reset and
         # stepped only on the sim thread; services hand it requests through this queue.
         self._requests: queue.Queue = queue.Queue()
@@ -120,14 +126,26 @@ class SimNode(Node):
         self.joint_pub.publish(js)
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
+        self._published_at = time.monotonic()
         return stamp
+
+    def _republish_if_stalled(self) -> None:
+        """Lockstep waits for a command; if the observation it answers was lost, send it again."""
+        every = self.values["lockstep_republish_s"]
+        if every <= 0 or time.monotonic() - self._published_at < every:
+            return
+        with self._lock:
+            if self.runner.active and not self.runner.paused and self.runner.observation is not None:
+                self._publish_observation(self.runner.observation)
+                self.republished += 1
 
     def _publish_status(self) -> None:
         info = self.runner.info
         self.status_pub.publish(String(data=json.dumps({
             "episode": info.episode, "suite": self.values["suite"], "task_id": info.task_id,
             "init_state": info.init_state, "instruction": info.instruction, "step": info.step,
-            "success": info.success, "done": info.done, "reason": info.reason})))
+            "success": info.success, "done": info.done, "reason": info.reason,
+            "republished": self.republished})))
 
     # --- episodes ------------------------------------------------------------------------------
 
@@ -191,6 +209,7 @@ class SimNode(Node):
                 if not ready:
                     self._wake.wait(0.05)
                     self._wake.clear()
+                    self._republish_if_stalled()
                     continue
                 self._step(hold=False)
             else:

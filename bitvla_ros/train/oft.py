@@ -234,7 +234,7 @@ def export_packed(model: BitVLA, out: Path, stats: dict, tokenizer_dir: Path, cf
     """The deployable result: packed weights (bf16 elsewhere), tokenizer, statistics, training facts."""
     deployed = copy.deepcopy(model).cpu().eval().to_deploy("reference", dtype=torch.bfloat16)
     save_packed(deployed, out, stats=stats, tokenizer_dir=tokenizer_dir)
-    facts = {"steps": step, "train_seconds_this_run": round(seconds, 1), "config": asdict(cfg),
+    facts = {"steps": step, "train_seconds": round(seconds, 1), "config": asdict(cfg),
              "parameters": sum(p.numel() for p in model.parameters())}
     (out / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
 
