@@ -5,7 +5,7 @@ and joint states at --rate Hz stamped with the current time, and measures, for e
 arrives, now − header.stamp (the header carries the observation's stamp). Prints p50/p95/max and
 the node's own inference latency from /diagnostics.
 
-    .venv/bin/python bench/ros_latency.py [--seconds 30] [--backend auto] [--model DIR]
+    .venv/bin/python bench/ros_latency.py [--seconds 30] [--backend auto] [--model DIR] [--policy-threads N]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--model", help="model folder (default: a tiny random model)")
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--policy-threads", type=int, default=0,
+                   help="policy_node num_threads (0 = torch's default, one per core)")
     args = p.parse_args()
     ros_isolation()
 
@@ -48,7 +50,8 @@ def main() -> None:
     params = {"bitvla_policy": {"ros__parameters": {
         "model_path": model, "backend": args.backend, "image_topics": ["cam0", "cam1"],
         "proprio_names": [f"p{i}" for i in range(8)], "action_names": [f"a{i}" for i in range(7)],
-        "start_enabled": True, "max_observation_age_s": 5.0, "diagnostics_rate_hz": 2.0}}}
+        "start_enabled": True, "max_observation_age_s": 5.0, "diagnostics_rate_hz": 2.0,
+        "num_threads": args.policy_threads}}}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     log = open(tmp / "node.log", "w")
     node_proc = subprocess.Popen([sys.executable, "-m", "bitvla_ros.ros.policy_node", "--ros-args",
@@ -105,6 +108,9 @@ def main() -> None:
     if not latencies:
         raise SystemExit(f"no chunk arrived; node log: {tmp / 'node.log'}")
     ms = np.array(latencies) * 1e3
+    slowest = np.argsort(ms)[::-1][:5]
+    print("slowest chunks (index of the chunk in the run: ms): "
+          + ", ".join(f"#{i}: {ms[i]:.0f}" for i in sorted(slowest)))
     print(f"policy_node end-to-end latency, image stamp -> JointTrajectory received ({len(ms)} chunks over "
           f"{args.seconds:.0f} s, {args.image_size}px cameras at {args.rate:.0f} Hz, backend {diag.get('backend', '?')}, "
           f"model {'tiny random' if not args.model else args.model}):")
