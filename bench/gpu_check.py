@@ -114,6 +114,16 @@ def allow_cuda_backend_on_cpu() -> None:
         CudaBackend._status = (True, "forced for a CPU dry run (Triton interpreter)")
 
 
+def event_ms(fn) -> float:
+    """GPU milliseconds of one fn() call, between CUDA events recorded around it."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
 class Timer:
     """Median milliseconds of fn(). GPU: CUDA events around each call, with the L2 flushed before
     it (a 256 MiB memset that also hides the launch latency of the call, as triton's do_bench
@@ -131,12 +141,7 @@ class Timer:
             if GPU:
                 if self.flush is not None:
                     self.flush.zero_()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
+                times.append(event_ms(fn))
             else:
                 t0 = time.perf_counter()
                 fn()
@@ -319,12 +324,7 @@ def _ms(fn, reps: int) -> tuple[float, float]:
         sync()
         t0 = time.perf_counter()
         if GPU:
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            ev.append(s.elapsed_time(e))
+            ev.append(event_ms(fn))
         else:
             fn()
         wall.append((time.perf_counter() - t0) * 1e3)

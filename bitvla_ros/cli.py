@@ -163,7 +163,7 @@ def _cmd_demo(args) -> int:
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
             seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
-            execute_steps=demo.get("execute_steps", 8)))
+            execute_steps=demo.get("execute_steps", EvalConfig.execute_steps)))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2

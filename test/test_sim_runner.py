@@ -85,6 +85,23 @@ def test_an_expert_waits_for_start_and_its_actions_go_out_in_model_convention():
     assert r.expert.resets == 1
 
 
+def test_awaiting_command_only_while_an_uncommanded_episode_runs():
+    r = SimRunner(lambda task: FakeEnv(task))
+    assert not r.awaiting_command  # no episode yet
+    r.reset(1, 0)
+    assert r.awaiting_command  # the sim's observation is out; the next step needs a command
+    r.command_chunk([[0, 0, 0, 0, 0, 0, 1.0]] * 5)
+    assert not r.awaiting_command
+    while r.step_once() is not None and r.active:
+        pass
+    assert not r.active and not r.awaiting_command  # over after max_steps: nothing to answer
+    expert_runner = SimRunner(lambda task: FakeEnv(task), expert_factory=lambda env: SimpleNamespace(
+        reset=lambda: None, act=lambda obs: np.zeros(7)))
+    expert_runner.reset(1, 0)
+    expert_runner.paused = False
+    assert not expert_runner.awaiting_command  # the expert answers itself
+
+
 def test_wilson_interval_and_summary():
     lo, hi = wilson_interval(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)

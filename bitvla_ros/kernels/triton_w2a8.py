@@ -103,9 +103,27 @@ def _decode_ternary(b):
     return tl.interleave(tl.interleave(f0, f2), tl.interleave(f1, f3))
 
 
-# --------------------------------------------------------------------------------------------
-# 1. activation quantization
-# --------------------------------------------------------------------------------------------
+@triton.jit
+def _tile_rows(a_ptr, w_ptr, pid_m, pid_n, M, N, stride_am, stride_wn,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Row/column offsets of output tile (pid_m, pid_n), their bounds masks, and the first byte of
+    each activation row and each packed weight row."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    a_rows = a_ptr + offs_m.to(tl.int64)[:, None] * stride_am
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    return offs_m, offs_n, offs_m < M, offs_n < N, a_rows, w_rows
+
+
+@triton.jit
+def _load_k_step(a_rows, w_rows, k0, m_mask, n_mask, K, Kb, BLOCK_K: tl.constexpr):
+    """int8 activations a[:, k0:k0+BLOCK_K] and the matching weights, decoded from 2-bit codes
+    (padding bytes 0x55 decode to zeros)."""
+    kk = k0 + tl.arange(0, BLOCK_K)
+    a = tl.load(a_rows + kk[None, :], mask=m_mask[:, None] & (kk[None, :] < K), other=0)
+    kb = k0 // 4 + tl.arange(0, BLOCK_K // 4)
+    b = tl.load(w_rows + kb[None, :], mask=n_mask[:, None] & (kb[None, :] < Kb), other=0x55)
+    return a, _decode_ternary(b)
 
 
 @triton.jit
@@ -121,6 +139,11 @@ def _store_tile(acc, offs_m, offs_n, m_mask, n_mask, xs_ptr, wscale_ptr, out_ptr
     else:
         base = ws_ptr + pid_k.to(tl.int64) * M * N
         tl.store(base + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], acc, mask=out_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. activation quantization
+# --------------------------------------------------------------------------------------------
 
 
 @triton.jit
@@ -187,14 +210,8 @@ def _w2a8_dot_kernel(a_ptr, xs_ptr, w_ptr, wscale_ptr, out_ptr, ws_ptr,
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_kb = tl.arange(0, BLOCK_K // 4)
-    m_mask = offs_m < M
-    n_mask = offs_n < N
-    a_rows = a_ptr + offs_m.to(tl.int64)[:, None] * stride_am
-    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    offs_m, offs_n, m_mask, n_mask, a_rows, w_rows = _tile_rows(a_ptr, w_ptr, pid_m, pid_n, M, N, stride_am,
+                                                                stride_wn, BLOCK_M, BLOCK_N)
 
     k_start = pid_k * K_PER_SPLIT  # a multiple of BLOCK_K (so of 4): byte-aligned
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
@@ -203,11 +220,7 @@ def _w2a8_dot_kernel(a_ptr, xs_ptr, w_ptr, wscale_ptr, out_ptr, ws_ptr,
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(k_start, k_end, BLOCK_K):
-        kk = k0 + offs_k
-        a = tl.load(a_rows + kk[None, :], mask=m_mask[:, None] & (kk[None, :] < K), other=0)
-        kb = k0 // 4 + offs_kb
-        b = tl.load(w_rows + kb[None, :], mask=n_mask[:, None] & (kb[None, :] < Kb), other=0x55)
-        w = _decode_ternary(b)  # (BLOCK_N, BLOCK_K) int8
+        a, w = _load_k_step(a_rows, w_rows, k0, m_mask, n_mask, K, Kb, BLOCK_K)  # (BLOCK_M|N, BLOCK_K) int8
         if SWAP_AB:
             acc = tl.dot(w, tl.trans(a), acc, out_dtype=tl.int32)
         else:
@@ -234,24 +247,14 @@ def _w2a8_gemv_kernel(a_ptr, xs_ptr, w_ptr, wscale_ptr, out_ptr, ws_ptr,
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_kb = tl.arange(0, BLOCK_K // 4)
-    m_mask = offs_m < M
-    n_mask = offs_n < N
-    a_rows = a_ptr + offs_m.to(tl.int64)[:, None] * stride_am
-    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    offs_m, offs_n, m_mask, n_mask, a_rows, w_rows = _tile_rows(a_ptr, w_ptr, pid_m, pid_n, M, N, stride_am,
+                                                                stride_wn, BLOCK_M, BLOCK_N)
 
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(k_start + K_PER_SPLIT, K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(k_start, k_end, BLOCK_K):
-        kk = k0 + offs_k
-        a = tl.load(a_rows + kk[None, :], mask=m_mask[:, None] & (kk[None, :] < K), other=0)
-        kb = k0 // 4 + offs_kb
-        b = tl.load(w_rows + kb[None, :], mask=n_mask[:, None] & (kb[None, :] < Kb), other=0x55)
-        w = _decode_ternary(b)
+        a, w = _load_k_step(a_rows, w_rows, k0, m_mask, n_mask, K, Kb, BLOCK_K)  # (BLOCK_M|N, BLOCK_K) int8
         prod = a.to(tl.int32)[:, None, :] * w.to(tl.int32)[None, :, :]  # (BLOCK_M, BLOCK_N, BLOCK_K)
         acc += tl.sum(prod, axis=2)
 

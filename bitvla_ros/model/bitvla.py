@@ -50,12 +50,11 @@ class BitVLA(nn.Module):
         feats = self.vision(pixel_values.flatten(0, 1).to(self.dtype))
         return self.projector(feats).reshape(b, n * feats.shape[1], -1)
 
-    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                     proprio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The LLM input embeddings and the action-slot mask (B, L)."""
+    def token_masks(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Check the token layout against the inputs; the (B, L) masks of the image tokens, the
+        proprio token (None without a proprio projector) and the action slots."""
         cfg, tok = self.config, self.config.tokens
-        embeds = self.llm.embed_tokens(input_ids).to(self.dtype)
-
         image_mask = input_ids == tok.image
         expected = cfg.num_images * cfg.vision.num_patches
         if pixel_values.shape[1] != cfg.num_images or not bool((image_mask.sum(1) == expected).all()):
@@ -63,21 +62,28 @@ class BitVLA(nn.Module):
                 f"expected {cfg.num_images} images and {expected} image tokens per sequence, found "
                 f"{pixel_values.shape[1]} images and {image_mask.sum(1).tolist()} tokens; build inputs with BitVLAProcessor"
             )
-        image_feats = self.encode_images(pixel_values)
-        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_feats.to(embeds.dtype))
-
+        proprio_mask = None
         if self.proprio_projector is not None:
             proprio_mask = input_ids == tok.proprio
             if proprio is None or not bool((proprio_mask.sum(1) == 1).all()):
                 raise ValueError("this model uses proprio: pass a (B, proprio_dim) tensor and one proprio token per sequence")
-            embeds = embeds.masked_scatter(proprio_mask.unsqueeze(-1),
-                                           self.proprio_projector(proprio.to(self.dtype)).to(embeds.dtype))
-
         action_mask = input_ids > tok.proprio
         if not bool((action_mask.sum(1) == cfg.num_action_slots).all()):
             raise ValueError(
                 f"expected {cfg.num_action_slots} action slots per sequence, found {action_mask.sum(1).tolist()}"
             )
+        return image_mask, proprio_mask, action_mask
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                     proprio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM input embeddings and the action-slot mask (B, L)."""
+        image_mask, proprio_mask, action_mask = self.token_masks(input_ids, pixel_values, proprio)
+        embeds = self.llm.embed_tokens(input_ids).to(self.dtype)
+        image_feats = self.encode_images(pixel_values)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_feats.to(embeds.dtype))
+        if proprio_mask is not None:
+            embeds = embeds.masked_scatter(proprio_mask.unsqueeze(-1),
+                                           self.proprio_projector(proprio.to(self.dtype)).to(embeds.dtype))
         # Action slots enter as zero vectors: no token embedding, position comes from RoPE only.
         embeds = embeds * (~action_mask).unsqueeze(-1).to(embeds.dtype)
         return embeds, action_mask

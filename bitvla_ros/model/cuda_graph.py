@@ -163,33 +163,18 @@ class BitVLAGraphForward:
 
     def host_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
                     attention_mask: torch.Tensor | None = None) -> dict:
-        """Validate the token layout (as ``BitVLA.embed_inputs`` does) and add the positions of the
-        image tokens, the proprio token and the read-out rows, on the model's device."""
-        model = self.model
-        cfg, tok = model.config, model.config.tokens
+        """Validate the token layout (``BitVLA.token_masks``) and add the positions of the image
+        tokens, the proprio token and the read-out rows, on the model's device."""
+        model, cfg = self.model, self.model.config
         ids = input_ids.detach().to("cpu")
         b = ids.shape[0]
-        image_mask = ids == tok.image
-        expected = cfg.num_images * cfg.vision.num_patches
-        if pixel_values.shape[1] != cfg.num_images or not bool((image_mask.sum(1) == expected).all()):
-            raise ValueError(
-                f"expected {cfg.num_images} images and {expected} image tokens per sequence, found "
-                f"{pixel_values.shape[1]} images and {image_mask.sum(1).tolist()} tokens; build inputs with BitVLAProcessor"
-            )
+        image_mask, proprio_mask, action_mask = model.token_masks(ids, pixel_values, proprio)
         device = input_ids.device
         out = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
-               "image_pos": image_mask.nonzero()[:, 1].view(b, expected).to(device)}
-        if model.proprio_projector is not None:
-            proprio_mask = ids == tok.proprio
-            if proprio is None or not bool((proprio_mask.sum(1) == 1).all()):
-                raise ValueError("this model uses proprio: pass a (B, proprio_dim) tensor and one proprio token per sequence")
+               "image_pos": image_mask.nonzero()[:, 1].view(b, cfg.num_images * cfg.vision.num_patches).to(device)}
+        if proprio_mask is not None:
             out["proprio"] = proprio
             out["proprio_pos"] = proprio_mask.nonzero()[:, 1].view(b, 1).to(device)
-        action_mask = ids > tok.proprio
-        if not bool((action_mask.sum(1) == cfg.num_action_slots).all()):
-            raise ValueError(
-                f"expected {cfg.num_action_slots} action slots per sequence, found {action_mask.sum(1).tolist()}"
-            )
         # Shifted read-out: slot p is predicted from the hidden state at p - 1.
         out["read_pos"] = (action_mask.nonzero()[:, 1].view(b, cfg.num_action_slots) - 1).to(device)
         return out

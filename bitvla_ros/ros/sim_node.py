@@ -135,7 +135,7 @@ class SimNode(Node):
         if every <= 0 or time.monotonic() - self._published_at < every:
             return
         with self._lock:
-            if self.runner.active and not self.runner.paused and self.runner.observation is not None:
+            if self.runner.awaiting_command:
                 self._publish_observation(self.runner.observation)
                 self.republished += 1
 

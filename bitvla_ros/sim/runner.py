@@ -102,6 +102,12 @@ class SimRunner:
     def has_action(self) -> bool:
         return self.active and not self.paused and (self.expert is not None or bool(self.queue))
 
+    @property
+    def awaiting_command(self) -> bool:
+        """The episode runs and the next step needs a command from outside (no expert, empty queue):
+        whoever commands must have seen the current observation."""
+        return self.active and not self.paused and self.expert is None and not self.queue
+
     def step_once(self, hold: bool = False) -> StepResult | None:
         """Execute the next action. Without one: None, or with ``hold`` a step that keeps the arm
         still and the gripper as it is (real time does not wait)."""
