@@ -238,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--model", required=True, help="VLA checkpoint (published layout), e.g. trained with --fp-vision")
     di.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
     di.add_argument("--images", nargs="*", help="image folders and/or recorded datasets to distill on")
-    di.add_argument("--dataset", help="recorded dataset: adds the task loss (and its frames as images)")
-    di.add_argument("--steps", type=int, default=2000)
+    di.add_argument("--dataset", action="append",
+                    help="recorded dataset: adds the task loss (and its frames as images); repeat for several")
+    di.add_argument("--steps", type=int, default=2000,
+                    help="optimizer steps; 0 writes the encoder ternarized as it is (the baseline without distillation)")
     di.add_argument("--batch-size", type=int, default=32)
     di.add_argument("--lr", type=float, default=3e-4)
     di.add_argument("--warmup", type=int, default=100)

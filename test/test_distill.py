@@ -61,11 +61,26 @@ def test_distill_with_the_task_loss_on_a_dataset(tmp_path):
     from data_helpers import make_writer, record
 
     folder = tiny.write_published_checkpoint(tmp_path / "fp", tiny.model(seed=4))
-    ds = tmp_path / "ds"
-    with make_writer(ds, image_format="png") as w:
-        for seed in range(2):
-            record(w, seed, length=12, task="put the bowl on the stove")
-    assert main(["distill", "--model", str(folder), "--output", str(tmp_path / "run"), "--dataset", str(ds),
+    datasets = []
+    for k in range(2):  # --dataset repeats, as in `bitvla train`
+        datasets += ["--dataset", str(tmp_path / f"ds{k}")]
+        with make_writer(tmp_path / f"ds{k}", image_format="png") as w:
+            record(w, k, length=12, task="put the bowl on the stove")
+    assert main(["distill", "--model", str(folder), "--output", str(tmp_path / "run"), *datasets,
                  "--steps", "4", "--batch-size", "4", "--save-every", "4"]) == 0
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("task_loss" in m for m in metrics)
+    assert json.loads((tmp_path / "run" / "distill_config.json").read_text())["dataset"] == datasets[1::2]
+
+
+def test_zero_steps_writes_the_naive_ternarization_baseline(tmp_path):
+    fp = tiny.model(seed=4)
+    folder = tiny.write_published_checkpoint(tmp_path / "fp", fp)
+    assert main(["distill", "--model", str(folder), "--output", str(tmp_path / "run"),
+                 "--images", str(_pictures(tmp_path / "pictures", n=6)), "--steps", "0"]) == 0
+    result = json.loads((tmp_path / "run" / "agreement.json").read_text())
+    assert result["distilled"] == result["naive_ternarization"] and result["steps"] == 0
+    naive = load_published(tmp_path / "run" / "master")
+    assert naive.config.vision.quantized  # the same weights, now read through the W1.58-A8 quantizers
+    for name, w in fp.vision.state_dict().items():
+        assert torch.equal(naive.vision.state_dict()[name], w), name

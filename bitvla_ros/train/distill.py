@@ -45,7 +45,7 @@ class DistillConfig:
     model: str                # a VLA in the published layout (e.g. trained with a full-precision encoder)
     output: str
     images: list[str] = field(default_factory=list)  # image folders and/or recorded datasets
-    dataset: str | None = None  # a recorded dataset: adds the task (L1) loss
+    dataset: str | list[str] | None = None  # recorded dataset(s): add the task (L1) loss
     steps: int = 2000
     batch_size: int = 32
     lr: float = 3e-4
@@ -142,18 +142,20 @@ def distill(cfg: DistillConfig) -> Path:
     resume_from = checkpoints.latest_checkpoint(run) if cfg.resume else None
 
     task = None
-    if cfg.dataset:
+    datasets = [cfg.dataset] if isinstance(cfg.dataset, (str, Path)) else list(cfg.dataset or [])
+    if datasets:
         from bitvla_ros.data import ChunkedSamples, EpisodeDataset
         from bitvla_ros.model.normalize import NormStats
         from bitvla_ros.train.batches import EncodedSamples, SampleEncoder, collate
 
-        stats = NormStats.load(cfg.model)
-        samples = EncodedSamples(ChunkedSamples(EpisodeDataset(cfg.dataset), chunk=vla.config.action_chunk),
-                                 SampleEncoder(processor, stats, image_aug=True))
+        stats = NormStats.load(cfg.model)  # the model's own statistics, as it was trained with them
+        chunks = torch.utils.data.ConcatDataset([ChunkedSamples(EpisodeDataset(d), chunk=vla.config.action_chunk)
+                                                 for d in datasets])
+        samples = EncodedSamples(chunks, SampleEncoder(processor, stats, image_aug=True))
         sampler = torch.utils.data.RandomSampler(samples, replacement=True, num_samples=10**9)
         task = iter(torch.utils.data.DataLoader(samples, batch_size=cfg.batch_size, sampler=sampler,
                                                 collate_fn=lambda items: collate(processor, items)))
-    sources = cfg.images or ([cfg.dataset] if cfg.dataset else [])
+    sources = cfg.images or datasets
     images = load_images(sources, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     held_out = pixel_batch(images, processor.preprocess_image, np.random.default_rng(10_000 + cfg.seed),
