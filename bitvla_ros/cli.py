@@ -142,6 +142,33 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from bitvla_ros.sim.compare import comparison_chart, compare, differing_settings, format_comparison, load_results
+
+    try:
+        runs = {}
+        for spec in args.results:
+            label, _, path = spec.rpartition("=")
+            path = Path(path)
+            runs[label or (path.name if path.is_dir() else path.parent.name)] = load_results(path)
+        if len(runs) != len(args.results):
+            raise ValueError("two runs have the same label; name them LABEL=FOLDER")
+        table = compare(runs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"bitvla compare: {e}", file=sys.stderr)
+        return 2
+    print(format_comparison(table))
+    for key, values in differing_settings(runs).items():
+        print(f"note: the runs differ in {key}: {values}")
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+        comparison_chart(table, out / "comparison.png", title=args.title)
+        print(f"table: {out / 'comparison.json'}, chart: {out / 'comparison.png'}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from bitvla_ros.paths import default_model
     from bitvla_ros.ros.ros_env import isolate
@@ -280,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policy-threads", type=int, default=1,
                     help="torch threads of the policy process (default 1: the sim renders on another core)")
     ev.set_defaults(func=_cmd_eval)
+
+    cp = sub.add_parser("compare", help="several `bitvla eval` results side by side, each tested against the first",
+                        description="Success per task for each run with 95%% Wilson intervals, and the two-sided "
+                                    "Fisher exact p-value of each run against the first (the baseline).")
+    cp.add_argument("results", nargs="+", help="eval output folders (or results.json), optionally LABEL=FOLDER")
+    cp.add_argument("--output", help="folder for comparison.json and comparison.png")
+    cp.add_argument("--title", default="bitvla eval: success per task")
+    cp.set_defaults(func=_cmd_compare)
 
     dm = sub.add_parser("demo", help="the shipped default model solving LIBERO tasks through ROS 2 (a few minutes)")
     dm.add_argument("--model", help="model folder (default: the shipped one in models/)")

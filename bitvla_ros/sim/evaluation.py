@@ -67,7 +67,7 @@ def success_chart(rows: dict, path: Path, title: str) -> Path:
     ax.bar(range(len(names)), rates, yerr=[lo, hi], capsize=4, color=colors)
     for i, n in enumerate(names):
         ax.text(i, 2, f"{rows[n]['successes']}/{rows[n]['trials']}", ha="center", color="white", fontsize=9)
-    ax.set_xticks(range(len(names)), [_wrap(n) for n in names], fontsize=8)
+    ax.set_xticks(range(len(names)), [wrap_label(n) for n in names], fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("success rate (%), 95% CI")
     ax.set_title(title)
@@ -78,7 +78,7 @@ def success_chart(rows: dict, path: Path, title: str) -> Path:
     return path
 
 
-def _wrap(text: str, width: int = 18) -> str:
+def wrap_label(text: str, width: int = 18) -> str:
     words, lines, line = text.split(), [], ""
     for w in words:
         if len(line) + len(w) + 1 > width and line:

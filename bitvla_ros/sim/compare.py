@@ -1,0 +1,119 @@
+"""Side by side: several `bitvla eval` results on the same tasks, with a test of each against the first.
+
+Success counts of a few dozen episodes are noisy; a table of rates alone invites reading a 3-episode
+difference as a finding. Each run is therefore compared with the first one (the baseline) by
+Fisher's exact test on its 2×2 table of successes and failures, two-sided.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bitvla_ros.sim.evaluation import wilson_interval, wrap_label
+
+ALL = "all tasks"
+
+
+def load_results(path: str | Path) -> dict:
+    """results.json of `bitvla eval`, given the file or its output folder."""
+    path = Path(path).expanduser()
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no results.json at {path}: pass a `bitvla eval --output` folder or its results.json")
+    return json.loads(file.read_text())
+
+
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p-value of Fisher's exact test for successes k1/n1 vs k2/n2: the probability, with
+    the margins fixed, of a table at most as likely as the one observed."""
+    total, successes = n1 + n2, k1 + k2
+
+    def prob(a: int) -> float:
+        return math.comb(n1, a) * math.comb(n2, successes - a) / math.comb(total, successes)
+
+    observed = prob(k1)
+    lo, hi = max(0, successes - n2), min(n1, successes)
+    p = sum(q for q in (prob(a) for a in range(lo, hi + 1)) if q <= observed * (1 + 1e-9))
+    return min(1.0, p)
+
+
+def compare(runs: dict[str, dict]) -> dict:
+    """{task: {label: {successes, trials, rate, ci95, p_vs_baseline}}} for the tasks every run has;
+    the first run is the baseline."""
+    labels = list(runs)
+    tasks = [t for t in runs[labels[0]]["summary"] if all(t in r["summary"] for r in runs.values())]
+    if not tasks:
+        raise ValueError(f"the runs share no task: {[list(r['summary']) for r in runs.values()]}")
+    table: dict[str, dict] = {}
+    for task in tasks:
+        base = runs[labels[0]]["summary"][task]
+        table[task] = {}
+        for label in labels:
+            row = runs[label]["summary"][task]
+            k, n = row["successes"], row["trials"]
+            table[task][label] = {"successes": k, "trials": n, "rate": k / n if n else 0.0,
+                                  "ci95": list(wilson_interval(k, n)),
+                                  "p_vs_baseline": fisher_exact(k, n, base["successes"], base["trials"])}
+    return table
+
+
+def format_comparison(table: dict) -> str:
+    labels = list(next(iter(table.values())))
+    width = max(13, *(len(label) for label in labels))
+    lines = [f"{'task':36s} " + " ".join(f"{label:>{width}s}" for label in labels),
+             f"{'':36s} " + " ".join(f"{'(baseline)' if i == 0 else 'p vs baseline':>{width}s}"
+                                     for i in range(len(labels)))]
+    for task, row in table.items():
+        lines.append(f"{task[:36]:36s} " + " ".join(
+            f"{r['successes']:>3d}/{r['trials']:<3d}{r['rate'] * 100:4.0f}%".rjust(width) for r in row.values()))
+        lines.append(f"{'':36s} " + " ".join(
+            ("" if i == 0 else f"p={r['p_vs_baseline']:.2f}").rjust(width) for i, r in enumerate(row.values())))
+    return "\n".join(lines)
+
+
+def comparison_chart(table: dict, path: Path, title: str) -> Path:
+    """Grouped bars: one group per task, one bar per run, 95% Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, labels = list(table), list(next(iter(table.values())))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * len(labels) / 2 + 2), 4.2), dpi=120)
+    for j, label in enumerate(labels):
+        rows = [table[t][label] for t in tasks]
+        rates = np.array([r["rate"] for r in rows]) * 100
+        err = [rates - np.array([r["ci95"][0] for r in rows]) * 100,
+               np.array([r["ci95"][1] for r in rows]) * 100 - rates]
+        x = np.arange(len(tasks)) + (j - (len(labels) - 1) / 2) * width
+        ax.bar(x, rates, width * 0.95, yerr=err, capsize=3, label=label)
+        for xi, r in zip(x, rows):
+            ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", color="white", fontsize=7, rotation=90)
+    ax.set_xticks(range(len(tasks)), [wrap_label(t) for t in tasks], fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%), 95% CI")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+SETTINGS = ("suite", "init_start", "seed", "image_size", "execute_steps", "protocol", "max_steps")
+
+
+def differing_settings(runs: dict[str, dict]) -> dict[str, dict]:
+    """Evaluation settings that are not the same in every run (a comparison across them is suspect)."""
+    out = {}
+    for key in SETTINGS:
+        values = {label: r.get("config", {}).get(key) for label, r in runs.items()}
+        if len(set(map(json.dumps, values.values()))) > 1:
+            out[key] = values
+    return out
