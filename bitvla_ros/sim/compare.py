@@ -93,12 +93,13 @@ def comparison_chart(table: dict, path: Path, title: str) -> Path:
         x = np.arange(len(tasks)) + (j - (len(labels) - 1) / 2) * width
         ax.bar(x, rates, width * 0.95, yerr=err, capsize=3, label=label)
         for xi, r in zip(x, rows):
-            ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", color="white", fontsize=7, rotation=90)
+            ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", fontsize=7, rotation=90,
+                    color="white" if r["rate"] >= 0.15 else "black")  # readable on an empty bar too
     ax.set_xticks(range(len(tasks)), [wrap_label(t) for t in tasks], fontsize=8)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118)  # headroom for the legend above the 100% line
     ax.set_ylabel("success rate (%), 95% CI")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(labels))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
