@@ -143,16 +143,10 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from bitvla_ros.sim.compare import comparison_chart, compare, differing_settings, format_comparison, load_results
+    from bitvla_ros.sim.compare import compare, differing_settings, format_comparison, load_runs, write_comparison
 
     try:
-        runs = {}
-        for spec in args.results:
-            label, _, path = spec.rpartition("=")
-            path = Path(path)
-            runs[label or (path.name if path.is_dir() else path.parent.name)] = load_results(path)
-        if len(runs) != len(args.results):
-            raise ValueError("two runs have the same label; name them LABEL=FOLDER")
+        runs = load_runs(args.results)
         table = compare(runs)
     except (ValueError, FileNotFoundError) as e:
         print(f"bitvla compare: {e}", file=sys.stderr)
@@ -161,11 +155,8 @@ def _cmd_compare(args) -> int:
     for key, values in differing_settings(runs).items():
         print(f"note: the runs differ in {key}: {values}")
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-        comparison_chart(table, out / "comparison.png", title=args.title)
-        print(f"table: {out / 'comparison.json'}, chart: {out / 'comparison.png'}")
+        table_file, chart = write_comparison(table, Path(args.output), args.title)
+        print(f"table: {table_file}, chart: {chart}")
     return 0
 
 

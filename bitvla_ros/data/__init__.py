@@ -6,12 +6,12 @@ ChunkedSamples needs torch and loads on first use, so that the recorder imports 
 from bitvla_ros.data.fs import DatasetWriteError
 from bitvla_ros.data.layout import DatasetError
 from bitvla_ros.data.meta import rebuild_meta
-from bitvla_ros.data.reader import Episode, EpisodeDataset, EpisodeFrames
+from bitvla_ros.data.reader import Episode, EpisodeDataset, EpisodeFrames, open_datasets
 from bitvla_ros.data.stats import compute_statistics
 from bitvla_ros.data.writer import DatasetWriter
 
 __all__ = ["ChunkedSamples", "DatasetError", "DatasetWriteError", "DatasetWriter", "Episode", "EpisodeDataset",
-           "EpisodeFrames", "compute_statistics", "rebuild_meta"]
+           "EpisodeFrames", "compute_statistics", "open_datasets", "rebuild_meta"]
 
 
 def __getattr__(name: str):

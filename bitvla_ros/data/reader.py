@@ -139,6 +139,19 @@ class EpisodeDataset:
             images={c: image_bytes(table, image_key(c)) for c in self.camera_names} if images else {})
 
 
+def open_datasets(paths: str | Path | list) -> list[EpisodeDataset]:
+    """One or several dataset folders, checked to be recorded with the same features (so that their
+    samples can be mixed in one batch)."""
+    datasets = [EpisodeDataset(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    first = datasets[0]
+    for ds in datasets[1:]:
+        for what in ("camera_names", "state_names", "action_names", "action_mask"):
+            if getattr(ds, what) != getattr(first, what):
+                raise ValueError(f"{ds.root} and {first.root} differ in {what} ({getattr(ds, what)} vs "
+                                 f"{getattr(first, what)}); use datasets recorded with the same features")
+    return datasets
+
+
 def _read_json(root: Path, rel: str) -> dict:
     path = root / rel
     if not path.is_file():

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitvla_ros.sim.evaluation import wilson_interval, wrap_label
-
-ALL = "all tasks"
+from bitvla_ros.sim.evaluation import pyplot, rate_bars, save_rate_chart
 
 
 def load_results(path: str | Path) -> dict:
@@ -25,6 +23,18 @@ def load_results(path: str | Path) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"no results.json at {path}: pass a `bitvla eval --output` folder or its results.json")
     return json.loads(file.read_text())
+
+
+def load_runs(specs: list[str]) -> dict[str, dict]:
+    """{label: results} from "FOLDER" or "LABEL=FOLDER" specs; a bare folder is labelled by its name."""
+    runs = {}
+    for spec in specs:
+        label, _, path = spec.rpartition("=")
+        path = Path(path)
+        runs[label or (path.name if path.is_dir() else path.parent.name)] = load_results(path)
+    if len(runs) != len(specs):
+        raise ValueError(f"two runs have the same label in {specs}; name them LABEL=FOLDER")
+    return runs
 
 
 def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
@@ -53,11 +63,10 @@ def compare(runs: dict[str, dict]) -> dict:
         base = runs[labels[0]]["summary"][task]
         table[task] = {}
         for label in labels:
-            row = runs[label]["summary"][task]
-            k, n = row["successes"], row["trials"]
-            table[task][label] = {"successes": k, "trials": n, "rate": k / n if n else 0.0,
-                                  "ci95": list(wilson_interval(k, n)),
-                                  "p_vs_baseline": fisher_exact(k, n, base["successes"], base["trials"])}
+            row = runs[label]["summary"][task]  # rate and ci95 as `bitvla eval` summarized them
+            table[task][label] = {**{k: row[k] for k in ("successes", "trials", "rate", "ci95")},
+                                  "p_vs_baseline": fisher_exact(row["successes"], row["trials"],
+                                                                base["successes"], base["trials"])}
     return table
 
 
@@ -77,34 +86,26 @@ def format_comparison(table: dict) -> str:
 
 def comparison_chart(table: dict, path: Path, title: str) -> Path:
     """Grouped bars: one group per task, one bar per run, 95% Wilson intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks, labels = list(table), list(next(iter(table.values())))
     width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * len(labels) / 2 + 2), 4.2), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(max(6, 1.2 * len(tasks) * len(labels) / 2 + 2), 4.2), dpi=120)
     for j, label in enumerate(labels):
         rows = [table[t][label] for t in tasks]
-        rates = np.array([r["rate"] for r in rows]) * 100
-        err = [rates - np.array([r["ci95"][0] for r in rows]) * 100,
-               np.array([r["ci95"][1] for r in rows]) * 100 - rates]
+        rates, err = rate_bars(rows)
         x = np.arange(len(tasks)) + (j - (len(labels) - 1) / 2) * width
         ax.bar(x, rates, width * 0.95, yerr=err, capsize=3, label=label)
         for xi, r in zip(x, rows):
             ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", fontsize=7, rotation=90,
                     color="white" if r["rate"] >= 0.15 else "black")  # readable on an empty bar too
-    ax.set_xticks(range(len(tasks)), [wrap_label(t) for t in tasks], fontsize=8)
-    ax.set_ylim(0, 118)  # headroom for the legend above the 100% line
-    ax.set_ylabel("success rate (%), 95% CI")
-    ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", ncol=len(labels))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_rate_chart(fig, ax, path, title, tasks, top=118)  # headroom for the legend
+
+
+def write_comparison(table: dict, out: Path, title: str) -> tuple[Path, Path]:
+    """comparison.json and comparison.png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+    return out / "comparison.json", comparison_chart(table, out / "comparison.png", title)
 
 
 SETTINGS = ("suite", "init_start", "seed", "image_size", "execute_steps", "protocol", "max_steps")

@@ -52,30 +52,45 @@ def latency_stats(seconds: list[float]) -> dict:
             "max_ms": float(ms.max()), "mean_ms": float(ms.mean())}
 
 
-def success_chart(rows: dict, path: Path, title: str) -> Path:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on robots and CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(rows)
-    rates = np.array([rows[n]["rate"] for n in names]) * 100
-    lo = rates - np.array([rows[n]["ci95"][0] for n in names]) * 100
-    hi = np.array([rows[n]["ci95"][1] for n in names]) * 100 - rates
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names)), 4), dpi=120)
-    colors = ["#4c72b0"] * (len(names) - 1) + ["#55a868"]
-    ax.bar(range(len(names)), rates, yerr=[lo, hi], capsize=4, color=colors)
-    for i, n in enumerate(names):
-        ax.text(i, 2, f"{rows[n]['successes']}/{rows[n]['trials']}", ha="center", color="white", fontsize=9)
-    ax.set_xticks(range(len(names)), [wrap_label(n) for n in names], fontsize=8)
-    ax.set_ylim(0, 105)
+    return plt
+
+
+def rate_bars(rows: list[dict]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Success rates in % and their 95% intervals as matplotlib's (below, above) error bars."""
+    rates = np.array([r["rate"] for r in rows]) * 100
+    return rates, [rates - np.array([r["ci95"][0] for r in rows]) * 100,
+                   np.array([r["ci95"][1] for r in rows]) * 100 - rates]
+
+
+def save_rate_chart(fig, ax, path: Path, title: str, groups: list[str], top: float = 105) -> Path:
+    """Axes, labels and file shared by the success charts; closes the figure."""
+    ax.set_xticks(range(len(groups)), [wrap_label(g) for g in groups], fontsize=8)
+    ax.set_ylim(0, top)
     ax.set_ylabel("success rate (%), 95% CI")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
+
+
+def success_chart(rows: dict, path: Path, title: str) -> Path:
+    names = list(rows)
+    rates, err = rate_bars([rows[n] for n in names])
+    fig, ax = pyplot().subplots(figsize=(max(5, 1.6 * len(names)), 4), dpi=120)
+    colors = ["#4c72b0"] * (len(names) - 1) + ["#55a868"]
+    ax.bar(range(len(names)), rates, yerr=err, capsize=4, color=colors)
+    for i, n in enumerate(names):
+        ax.text(i, 2, f"{rows[n]['successes']}/{rows[n]['trials']}", ha="center", color="white", fontsize=9)
+    return save_rate_chart(fig, ax, path, title, names)
 
 
 def wrap_label(text: str, width: int = 18) -> str:

@@ -141,21 +141,22 @@ def distill(cfg: DistillConfig) -> Path:
     teacher, student = teacher_and_student(vla.vision)
     resume_from = checkpoints.latest_checkpoint(run) if cfg.resume else None
 
-    task = None
-    datasets = [cfg.dataset] if isinstance(cfg.dataset, (str, Path)) else list(cfg.dataset or [])
-    if datasets:
-        from bitvla_ros.data import ChunkedSamples, EpisodeDataset
+    task, datasets = None, []
+    if cfg.dataset:
+        from bitvla_ros.data import ChunkedSamples, open_datasets
         from bitvla_ros.model.normalize import NormStats
         from bitvla_ros.train.batches import EncodedSamples, SampleEncoder, collate
+        from bitvla_ros.train.oft import check_fits
 
+        datasets = open_datasets(cfg.dataset)
+        check_fits(vla.config, datasets[0])
         stats = NormStats.load(cfg.model)  # the model's own statistics, as it was trained with them
-        chunks = torch.utils.data.ConcatDataset([ChunkedSamples(EpisodeDataset(d), chunk=vla.config.action_chunk)
-                                                 for d in datasets])
+        chunks = torch.utils.data.ConcatDataset([ChunkedSamples(ds, chunk=vla.config.action_chunk) for ds in datasets])
         samples = EncodedSamples(chunks, SampleEncoder(processor, stats, image_aug=True))
         sampler = torch.utils.data.RandomSampler(samples, replacement=True, num_samples=10**9)
         task = iter(torch.utils.data.DataLoader(samples, batch_size=cfg.batch_size, sampler=sampler,
                                                 collate_fn=lambda items: collate(processor, items)))
-    sources = cfg.images or datasets
+    sources = cfg.images or [str(ds.root) for ds in datasets]
     images = load_images(sources, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     held_out = pixel_batch(images, processor.preprocess_image, np.random.default_rng(10_000 + cfg.seed),

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bitvla_ros.data import ChunkedSamples, EpisodeDataset
+from bitvla_ros.data import ChunkedSamples, EpisodeDataset, open_datasets
 from bitvla_ros.data.stats import compute_statistics_of
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.checkpoint import load_published, save_packed
@@ -79,22 +79,11 @@ def _model_config(cfg: TrainConfig, dataset: EpisodeDataset, tok) -> BitVLAConfi
     return with_vocab(base, vocab_size(tok), token_ids(tok))
 
 
-def _open_datasets(paths) -> list[EpisodeDataset]:
-    datasets = [EpisodeDataset(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    first = datasets[0]
-    for ds in datasets[1:]:
-        for what in ("camera_names", "state_names", "action_names", "action_mask"):
-            if getattr(ds, what) != getattr(first, what):
-                raise ValueError(f"{ds.root} and {first.root} differ in {what} ({getattr(ds, what)} vs "
-                                 f"{getattr(first, what)}); train on datasets recorded with the same features")
-    return datasets
-
-
-def _check_fits(config: BitVLAConfig, dataset: EpisodeDataset) -> None:
+def check_fits(config: BitVLAConfig, dataset: EpisodeDataset) -> None:
     wanted = (len(dataset.camera_names), len(dataset.state_names), len(dataset.action_names))
     have = (config.num_images, config.proprio_dim, config.action_dim)
     if wanted != have:
-        raise ValueError(f"the initial model takes {have[0]} images, {have[1]}-D proprio and {have[2]}-D actions; "
+        raise ValueError(f"the model takes {have[0]} images, {have[1]}-D proprio and {have[2]}-D actions; "
                          f"the dataset has {wanted[0]} cameras, {wanted[1]} state and {wanted[2]} action dims")
 
 
@@ -126,7 +115,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rt.rank)
     run = Path(cfg.output).expanduser()
-    datasets = _open_datasets(cfg.dataset)
+    datasets = open_datasets(cfg.dataset)
     dataset = datasets[0]
     train_eps, val_eps = [], []
     for ds in datasets:  # the last `val_episodes` of every dataset are held out
@@ -141,7 +130,7 @@ def train(cfg: TrainConfig) -> Path:
     tok = _tokenizer(cfg, sorted({t for ds in datasets for t in ds.tasks}), run)
     initial = load_published(cfg.init) if cfg.init else None
     config = initial.config if initial is not None else _model_config(cfg, dataset, tok)
-    _check_fits(config, dataset)
+    check_fits(config, dataset)
     processor = BitVLAProcessor(config, tok)
     if rt.main:
         run.mkdir(parents=True, exist_ok=True)
