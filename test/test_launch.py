@@ -36,3 +36,24 @@ def test_launch_describes_policy_and_optional_recorder(monkeypatch):
     assert [n.node_executable for n in module.nodes(context)] == ["policy_node"]
     context.launch_configurations["record"] = "true"
     assert [n.node_executable for n in module.nodes(context)] == ["policy_node", "recorder_node"]
+
+
+@pytest.mark.parametrize("params_file,module,node", [("policy.yaml", "policy_node", "bitvla_policy"),
+                                                     ("recorder.yaml", "recorder_node", "bitvla_recorder"),
+                                                     ("sim.yaml", "sim_node", "bitvla_sim")])
+def test_params_files_set_only_declared_parameters_with_their_types(params_file, module, node):
+    """ROS ignores a key the node does not declare (a typo would silently keep the default) and
+    refuses a value of another type than the default's (1 for a double): check both."""
+    import importlib
+
+    import yaml
+
+    pytest.importorskip("rclpy")
+    declared = {p.name: p.default for p in importlib.import_module(f"bitvla_ros.ros.{module}").PARAMS}
+    values = yaml.safe_load((LAUNCH.parent.parent / "config" / params_file).read_text())[node]["ros__parameters"]
+    assert set(values) <= set(declared), set(values) - set(declared)
+    for name, value in values.items():
+        default = declared[name]
+        assert type(value) is type(default), (name, value, default)
+        if isinstance(default, list) and default:
+            assert all(type(v) is type(default[0]) for v in value), (name, value, default)

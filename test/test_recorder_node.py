@@ -113,3 +113,36 @@ def test_unusable_dataset_folder_is_a_clear_error_and_the_node_stays_up(robot, t
         assert not res.success and "a_file" in res.message and ("ENOTDIR" in res.message or "directory" in res.message)
         assert not trigger(robot, "stop_episode").success
         assert proc.alive(), proc.log()
+
+
+@pytest.mark.parametrize("publisher_reliable", [True, False])
+def test_reliable_inputs_record_only_from_reliable_publishers(rclpy_context, tmp_path, publisher_reliable):
+    """input_reliability=reliable (as `bitvla record` uses it) receives every sample from reliable
+    publishers; DDS does not match it with best-effort ones, so nothing is recorded and stop says why."""
+    robot = FakeRobot(rclpy_context, CAMERAS, PROPRIO, teleop_topic="teleop/joint_command", reliable=publisher_reliable)
+    try:
+        with NodeProcess("bitvla_ros.ros.recorder_node", "bitvla_recorder",
+                         params(tmp_path / "ds", input_reliability="reliable"), tmp_path) as proc:
+            assert robot.wait_for_node("bitvla_recorder"), proc.log()
+            if publisher_reliable:
+                assert "saved episode 0" in record_episode(robot, "put the bowl on the stove")
+            else:
+                robot.instruct("put the bowl on the stove")
+                robot.spin_for(0.5)
+                assert trigger(robot, "start_episode").success
+                robot.spin_for(1.0)
+                res = trigger(robot, "stop_episode")
+                assert not res.success and "no frames" in res.message
+                assert robot.incompatible  # DDS refused the match on the publisher's side too
+                assert "set input_reliability: best_effort" in proc.log()
+            assert proc.alive(), proc.log()
+    finally:
+        robot.close()
+
+
+def test_unknown_input_reliability_is_a_clear_error():
+    from bitvla_ros.ros.qos import RELIABLE_SENSORS, SENSORS, sensor_qos
+
+    assert sensor_qos("reliable") is RELIABLE_SENSORS and sensor_qos("best_effort") is SENSORS
+    with pytest.raises(ValueError, match="best_effort.*reliable"):
+        sensor_qos("reliabel")

@@ -99,7 +99,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         "use_sim_time": True, "image_topics": ["agentview/image_raw", "wrist/image_raw"],
         "proprio_names": PROPRIO_NAMES, "action_names": ACTION_NAMES, "command_type": "joint_trajectory",
         "control_rate_hz": 20.0, "execute_steps": cfg.execute_steps, "max_observation_age_s": 0.025,
-        "start_enabled": False, "num_threads": cfg.policy_threads}, out / "logs")
+        "start_enabled": False, "num_threads": cfg.policy_threads, "input_reliability": "reliable"}, out / "logs")
     rclpy.init()
     node = rclpy.create_node("bitvla_eval")
     executor = SingleThreadedExecutor()

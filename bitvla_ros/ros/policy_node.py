@@ -30,7 +30,7 @@ from bitvla_ros.policy.runner import STREAM, TRAJECTORY, PolicyRunner, PolicySet
 from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
 from bitvla_ros.ros.params import Param, declare
 from bitvla_ros.ros.spin import run
-from bitvla_ros.ros.qos import LATCHED, SENSORS
+from bitvla_ros.ros.qos import LATCHED, sensor_events, sensor_qos
 
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
@@ -55,6 +55,8 @@ PARAMS = [
     Param("control_rate_hz", 20.0, "rate at which actions are executed (and streamed)", read_only=True),
     Param("execute_steps", 8, "actions executed from each chunk before re-planning", read_only=True),
     Param("prefetch_steps", 0, "start the next inference when this many actions are left", read_only=True),
+    Param("input_reliability", "best_effort", "camera and joint-state subscriptions: best_effort (any publisher) "
+          "or reliable (every sample; needs reliable publishers)", read_only=True),
     Param("max_observation_age_s", 0.5, "refuse observations whose oldest input is older than this"),
     Param("action_lower", [-1e9], "lower bound per action dimension (one value applies to all)"),
     Param("action_upper", [1e9], "upper bound per action dimension (one value applies to all)"),
@@ -115,12 +117,15 @@ class PolicyNode(Node):
         else:
             self.get_logger().warning("model_path is empty: no commands until it is set")
 
+        sensors = sensor_qos(p["input_reliability"])
         inputs = MutuallyExclusiveCallbackGroup()
         for cam, topic in zip(cams, p["image_topics"]):
             kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            self.create_subscription(kind, topic, self._image_callback(cam, convert), SENSORS,
+            self.create_subscription(kind, topic, self._image_callback(cam, convert), sensors,
+                                     event_callbacks=sensor_events(self, topic, p["input_reliability"]),
                                      callback_group=inputs)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSORS,
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, sensors,
+                                 event_callbacks=sensor_events(self, "joint_states", p["input_reliability"]),
                                  callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
 

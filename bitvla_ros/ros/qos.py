@@ -6,3 +6,29 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 SENSORS = qos_profile_sensor_data
 # The instruction: reliable and latched, so a node started later still gets the current task.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Recording every frame of a demonstration, or lockstep with a simulator, needs each sample;
+# a reliable subscription only matches reliable publishers, so it is opt-in.
+RELIABLE_SENSORS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+INPUT_RELIABILITY = {"best_effort": SENSORS, "reliable": RELIABLE_SENSORS}
+
+
+def sensor_qos(reliability: str) -> QoSProfile:
+    """The camera / joint-state subscription profile named by an `input_reliability` parameter."""
+    if reliability not in INPUT_RELIABILITY:
+        raise ValueError(f"input_reliability must be one of {sorted(INPUT_RELIABILITY)}, got {reliability!r}; "
+                         "use reliable only when every camera and joint publisher is reliable")
+    return INPUT_RELIABILITY[reliability]
+
+
+def sensor_events(node, topic: str, reliability: str):
+    """Say what to change when a camera or joint-state publisher cannot match the subscription
+    (rclpy's default only names the policy, and DDS then delivers nothing)."""
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
+    def on_incompatible(info) -> None:
+        node.get_logger().error(
+            f"{topic}: a publisher's QoS does not match this {reliability} subscription (policy "
+            f"{info.last_policy_kind}), so none of its messages arrive; with a best-effort publisher set "
+            "input_reliability: best_effort")
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)

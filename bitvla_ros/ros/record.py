@@ -44,7 +44,7 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
         "image_topics": ["agentview/image_raw", "wrist/image_raw"], "proprio_names": PROPRIO_NAMES,
         "action_topic": "teleop/joint_command", "action_type": "joint_trajectory", "action_names": ACTION_NAMES,
         "action_mask": [True] * 6 + [False], "sample_mode": "action", "record_rate_hz": 20.0,
-        "use_sim_time": True, "max_observation_age_s": 1.0}, logs)
+        "use_sim_time": True, "max_observation_age_s": 1.0, "input_reliability": "reliable"}, logs)
     rclpy.init()
     node = rclpy.create_node("bitvla_record")
     executor = SingleThreadedExecutor()
@@ -66,6 +66,10 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
                 driver.trigger("/bitvla_sim/start")
                 final = driver.wait_done(first["episode"], cfg.episode_timeout_s)
                 if final is not None and final["success"]:
+                    frames = _wait_for_frames(driver, final["step"])
+                    if frames < final["step"]:
+                        log(f"  task {task} init {init}: the recorder paired {frames} of {final['step']} commands "
+                            f"(see {logs} for refused samples)")
                     message = driver.trigger("/bitvla_recorder/stop_episode")
                     saved.append((task, init, final["step"]))
                     log(f"  task {task} init {init}: solved in {final['step']} steps, {message} "
@@ -82,6 +86,17 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
     log(f"recorded {len(saved)} episodes ({len(failed)} expert failures discarded) into {out} "
         f"in {time.perf_counter() - started:.0f} s")
     return {"saved": saved, "failed": failed}
+
+
+def _wait_for_frames(driver, steps: int, timeout: float = 5.0) -> int:
+    """Frames the recorder holds once it has paired all `steps` commands, or after `timeout`.
+    The sim's done status and its last command travel on different topics: stopping at once could
+    drop the final frame."""
+    def frames() -> int:
+        diag = driver.diagnostics.get("bitvla_recorder", {})
+        return int(diag.get("frames_in_episode", 0)) if diag.get("recording") == "True" else 0
+    driver.spin_until(lambda: frames() >= steps, timeout)
+    return frames()
 
 
 def _start_recording(driver, instruction: str, attempts: int = 50) -> None:

@@ -29,7 +29,7 @@ from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
 from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
 from bitvla_ros.ros.params import Param, declare
 from bitvla_ros.ros.spin import run
-from bitvla_ros.ros.qos import LATCHED, SENSORS
+from bitvla_ros.ros.qos import LATCHED, sensor_events, sensor_qos
 
 PARAMS = [
     Param("dataset_dir", "~/bitvla_datasets/demo", "dataset folder; episodes are appended if it exists", read_only=True),
@@ -50,6 +50,8 @@ PARAMS = [
     Param("sample_mode", RATE, "rate: a frame every 1/record_rate_hz from the latest inputs; action: a frame per "
           "action message, paired with the observation carrying the action's stamp", read_only=True),
     Param("record_rate_hz", 20.0, "frames per second in rate mode (and the dataset fps)", read_only=True),
+    Param("input_reliability", "best_effort", "camera and joint-state subscriptions: best_effort (any publisher) "
+          "or reliable (every sample; needs reliable publishers)", read_only=True),
     Param("max_observation_age_s", 0.5, "skip a frame whose oldest input is older than this"),
     Param("image_size", 0, "store images resized to this square size (0 = as received)", read_only=True),
     Param("image_format", "jpeg", "jpeg or png (lossless) inside the parquet files", read_only=True),
@@ -88,10 +90,13 @@ class RecorderNode(Node):
             names, proprio, len(self.action_names), p["max_observation_age_s"], p["sample_mode"])
         self.image_size = p["image_size"]
 
+        sensors = sensor_qos(p["input_reliability"])
         for cam, topic in zip(names, topics):
             kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            self.create_subscription(kind, topic, self._image_callback(cam, convert), SENSORS)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSORS)
+            self.create_subscription(kind, topic, self._image_callback(cam, convert), sensors,
+                                     event_callbacks=sensor_events(self, topic, p["input_reliability"]))
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, sensors,
+                                 event_callbacks=sensor_events(self, "joint_states", p["input_reliability"]))
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         kind = {"joint_trajectory": JointTrajectory, "float64_multiarray": Float64MultiArray,
                 "joint_state": JointState}[p["action_type"]]

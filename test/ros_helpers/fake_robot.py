@@ -10,10 +10,12 @@ class FakeRobot:
     """Publishes cameras, joint states and the instruction; collects commands and diagnostics."""
 
     def __init__(self, context, cameras: list[str], proprio: list[str], teleop_topic: str | None = None,
-                 stream: bool = False):
-        """``stream``: the policy publishes Float64MultiArray (else JointTrajectory) on joint_command."""
+                 stream: bool = False, reliable: bool = False):
+        """``stream``: the policy publishes Float64MultiArray (else JointTrajectory) on joint_command.
+        ``reliable``: cameras and joint states are published reliably (else best effort, as many drivers do)."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.event_handler import PublisherEventCallbacks
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -24,9 +26,12 @@ class FakeRobot:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.cameras, self.proprio = cameras, proprio
+        sensors = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
+        self.incompatible = []  # (rclpy's default handler logs through a deprecated call)
+        events = PublisherEventCallbacks(incompatible_qos=self.incompatible.append)
         self.camera_pubs = [self.node.create_publisher(CompressedImage if t.endswith("/compressed") else Image, t,
-                                                       qos_profile_sensor_data) for t in cameras]
-        self.joint_pub = self.node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+                                                       sensors, event_callbacks=events) for t in cameras]
+        self.joint_pub = self.node.create_publisher(JointState, "joint_states", sensors, event_callbacks=events)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.node.create_publisher(String, "instruction", latched)
         self.commands, self.diagnostics, self.stamps = [], [], []
