@@ -93,6 +93,22 @@ def test_bad_instructions_are_refused():
     assert buf.set_instruction("go") and not buf.set_instruction("go")
 
 
+def test_complete_at_finds_every_part_of_one_stamp_in_the_history():
+    buf = ObservationBuffer(CAMS, JOINTS, 1.0, history=2)  # no instruction needed: not stamped
+    for t in (1.0, 2.0):
+        for c in CAMS:
+            buf.put_image(c, np.full((4, 4, 3), int(t), np.uint8), t)
+    assert buf.complete_at(1.0) is None  # no joints yet
+    buf.put_joint_state(JOINTS, [1.0] * len(JOINTS), 1.0)
+    obs = buf.complete_at(1.0)
+    assert obs.stamp == 1.0 and all(img[0, 0, 0] == 1 for img in obs.images)  # not the newer images
+    for t in (3.0, 4.0):
+        buf.put_image(CAMS[0], np.zeros((4, 4, 3), np.uint8), t)
+    assert buf.complete_at(1.0) is None  # fell out of a history of 2
+    with pytest.raises(ValueError, match="history"):
+        ObservationBuffer(CAMS, JOINTS, 1.0).complete_at(1.0)
+
+
 def test_rejection_log_rate_limits_per_cause():
     log = RejectionLog(interval_s=5.0)
     r = Rejected("stale", "old")

@@ -24,9 +24,9 @@ def session(tmp_path, mode):
 def observe(s, stamp, value=0.0):
     for c in CAMS:
         s.observations.put_image(c, IMG, stamp)
-        s.on_observation(stamp)
+        s.on_observation(stamp, now=stamp)
     s.observations.put_joint_state(JOINTS, [value, value + 1], stamp)
-    s.on_observation(stamp)
+    s.on_observation(stamp, now=stamp)
 
 
 def test_rate_mode_samples_latest_inputs_and_skips_without_action(tmp_path):
@@ -68,6 +68,43 @@ def test_action_mode_pairs_each_action_with_its_own_observation(tmp_path):
     ep = EpisodeDataset(tmp_path / "ds").frames(0)
     assert ep.state[:, 0].tolist() == [0, 1, 2, 3, 9, 10, 11, 12]
     assert ep.action[:, 0].tolist() == [0, 1, 2, 3, 9, 10, 11, 12]
+
+
+def test_action_mode_assembles_observations_whose_topics_interleave(tmp_path):
+    """Each topic arrives in order, but not the topics among themselves: under load the next
+    step's first camera can be handled before this step's joints. Every step still pairs."""
+    s = session(tmp_path, ACTION)
+    s.start(now=0.0, instruction="open the drawer")
+    wrist = lambda t: np.full((8, 10, 3), t, np.uint8)  # noqa: E731
+    arrivals = [("agentview", 0), ("wrist", 0), ("agentview", 1), ("joints", 0), ("action", 0),
+                ("wrist", 1), ("agentview", 2), ("wrist", 2), ("action", 1), ("joints", 1), ("joints", 2),
+                ("action", 2)]
+    for kind, t in arrivals:
+        stamp = t * 0.05
+        if kind == "action":
+            s.on_action([t, t, t], stamp=stamp, now=stamp + 0.01)
+            continue
+        if kind == "joints":
+            s.observations.put_joint_state(JOINTS, [t, t + 1], stamp)
+        else:
+            s.observations.put_image(kind, wrist(t) if kind == "wrist" else IMG, stamp)
+        s.on_observation(stamp, now=stamp + 0.01)
+    assert s.stop() == (0, 3) and s.status()["skipped"] == {}
+    ep = EpisodeDataset(tmp_path / "ds").frames(0)
+    assert ep.state[:, 0].tolist() == [0, 1, 2] and ep.action[:, 0].tolist() == [0, 1, 2]
+    assert [int(ep.image("wrist", i)[0, 0, 0]) for i in range(3)] == [0, 1, 2]  # each step's own image
+    assert np.allclose(ep.timestamp, [0.0, 0.05, 0.1])  # when each observation was taken
+
+
+def test_action_mode_pairs_the_first_command_with_an_observation_handled_before_the_instruction(tmp_path):
+    """A sim reset publishes the instruction and the first observation together; under load the
+    recorder may handle the observation first. The first command still finds it."""
+    s = session(tmp_path, ACTION)
+    observe(s, stamp=1.0, value=7)
+    s.observations.set_instruction("open the drawer")
+    s.start(now=1.0)
+    assert s.on_action([7, 7, 7], stamp=1.0, now=1.01)
+    assert s.stop() == (0, 1)
 
 
 def test_episode_errors_are_explained(tmp_path):

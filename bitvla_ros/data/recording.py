@@ -22,6 +22,7 @@ from bitvla_ros.policy.observation import ObservationBuffer
 from bitvla_ros.policy.rejections import Rejected, RejectionLog
 
 RATE, ACTION = "rate", "action"
+HISTORY = 32  # samples kept per input, and complete observations kept, for pairing by stamp
 
 
 class RecordingSession:
@@ -30,7 +31,9 @@ class RecordingSession:
         if mode not in (RATE, ACTION):
             raise ValueError(f"sample_mode must be {RATE!r} or {ACTION!r}, got {mode!r}")
         self.open_writer, self.mode, self.action_dim = open_writer, mode, action_dim
-        self.observations = ObservationBuffer(camera_names, proprio_names, max_age_s)
+        # Action mode assembles observations by stamp from each input's recent samples.
+        self.observations = ObservationBuffer(camera_names, proprio_names, max_age_s,
+                                              history=HISTORY if mode == ACTION else 0)
         self.rejections = RejectionLog()
         self.writer: DatasetWriter | None = None
         self._action: tuple[np.ndarray, float] | None = None
@@ -97,15 +100,15 @@ class RecordingSession:
         self._pending.append((a, stamp))
         return self._pair(now)
 
-    def on_observation(self, now: float) -> bool:
-        """After a camera or joint sample: remember a complete observation; actions waiting for
-        it may now make their frames."""
+    def on_observation(self, stamp: float, now: float) -> bool:
+        """After a camera or joint sample stamped `stamp`: remember the observation if that sample
+        completed it; actions waiting for it may now make their frames."""
         if self.mode != ACTION:
             return False
-        obs = self.observations.complete_at_one_stamp()
+        obs = self.observations.complete_at(stamp)
         if obs is not None and obs.stamp not in self._recent:
             self._recent[obs.stamp] = obs
-            while len(self._recent) > 32:
+            while len(self._recent) > HISTORY:
                 self._recent.popitem(last=False)
         return self._pair(now)
 
@@ -136,9 +139,9 @@ class RecordingSession:
             if obs is None:
                 self.rejections.record(Rejected("missed", f"no complete observation stamped {stamp:.6f}"), now)
             elif self.recording:
-                self._write(obs, action, now)
+                self._write(obs, action, obs.stamp)  # the frame is as old as its observation, not its pairing
                 wrote = True
-        self._pending = self._pending[last_known + 1:][-32:]
+        self._pending = self._pending[last_known + 1:][-HISTORY:]
         return wrote
 
     def _find(self, stamp: float, tolerance: float = 1e-6):
@@ -147,9 +150,9 @@ class RecordingSession:
                 return obs
         return None
 
-    def _write(self, obs, action: np.ndarray, now: float) -> None:
+    def _write(self, obs, action: np.ndarray, at: float) -> None:
         images = dict(zip(self.observations.camera_names, obs.images))
-        self.writer.add_frame(images, obs.proprio, action, timestamp=now - self._episode_start)
+        self.writer.add_frame(images, obs.proprio, action, timestamp=max(0.0, at - self._episode_start))
 
     def status(self) -> dict:
         w = self.writer

@@ -3,13 +3,16 @@
 Subscription callbacks only store: `put_image`, `put_joint_state`, `set_instruction` validate their
 input and keep the latest value with its stamp. Inference asks for `snapshot(now)`, which refuses
 (raises `Rejected`) unless every camera and every proprio joint has been seen, an instruction is
-set, and the oldest sample is at most `max_age_s` old.
+set, and the oldest sample is at most `max_age_s` old. With `history`, the last samples of each
+input are kept too, so `complete_at(stamp)` can assemble an observation published with one stamp on
+several topics even when the next one's parts are handled before its own last part.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +32,7 @@ class Observation:
 
 
 class ObservationBuffer:
-    def __init__(self, camera_names: list[str], proprio_names: list[str], max_age_s: float):
+    def __init__(self, camera_names: list[str], proprio_names: list[str], max_age_s: float, history: int = 0):
         if not camera_names:
             raise ValueError("at least one camera is needed; set image_topics")
         if len(set(proprio_names)) != len(proprio_names):
@@ -40,6 +43,9 @@ class ObservationBuffer:
         self._instruction: tuple[str, int] | None = None
         self._version = 0
         self._lock = threading.Lock()
+        # Per camera / joint name: the last `history` (value, stamp) pairs, for complete_at.
+        self._history: dict[str, deque] = {n: deque(maxlen=history) for n in self.camera_names + self.proprio_names} \
+            if history > 0 else {}
 
     # --- inputs (called from subscription callbacks) --------------------------------------------
 
@@ -48,6 +54,7 @@ class ObservationBuffer:
             raise Rejected("unknown_camera", f"no camera named {camera!r}; cameras: {self.camera_names}")
         with self._lock:
             self._images[camera] = (image, stamp)
+            self._remember(camera, image, stamp)
 
     def put_joint_state(self, names, positions, stamp: float) -> None:
         """Merge a JointState by name. Names outside `proprio_names` are ignored (robots publish
@@ -65,6 +72,11 @@ class ObservationBuffer:
         with self._lock:
             for n, p in wanted.items():
                 self._joints[n] = (float(p), stamp)
+                self._remember(n, float(p), stamp)
+
+    def _remember(self, name: str, value, stamp: float) -> None:
+        if self._history:
+            self._history[name].append((value, stamp))
 
     def set_instruction(self, text: str) -> bool:
         """Store a new instruction; True if it differs from the current one (the queue is flushed)."""
@@ -112,20 +124,25 @@ class ObservationBuffer:
                 instruction_version=self._instruction[1],
             )
 
-    def complete_at_one_stamp(self, tolerance: float = 1e-6) -> Observation | None:
-        """The observation if every part carries the same stamp (a simulator publishes them so),
-        else None. The recorder keeps these to pair commands with the exact state they answered."""
+    def complete_at(self, stamp: float, tolerance: float = 1e-6) -> Observation | None:
+        """The observation whose every part carries `stamp` (a simulator publishes them so), or
+        None while a part is missing from the kept history. The recorder pairs each command with
+        the exact state it answered this way; it needs `history` > 0."""
+        if not self._history:
+            raise ValueError("complete_at needs an ObservationBuffer made with history > 0")
         with self._lock:
-            parts = [self._images.get(c) for c in self.camera_names] + [self._joints.get(n) for n in self.proprio_names]
-            if any(p is None for p in parts) or self._instruction is None:
-                return None
-            stamps = [p[1] for p in parts]
-            if max(stamps) - min(stamps) > tolerance:
-                return None
-            return Observation(images=[self._images[c][0] for c in self.camera_names],
-                               proprio=np.array([self._joints[n][0] for n in self.proprio_names], dtype=np.float64),
-                               instruction=self._instruction[0], stamp=stamps[0],
-                               instruction_version=self._instruction[1])
+            parts = {}
+            for name, samples in self._history.items():
+                value = next((v for v, s in reversed(samples) if abs(s - stamp) <= tolerance), None)
+                if value is None:
+                    return None
+                parts[name] = value
+            return Observation(images=[parts[c] for c in self.camera_names],
+                               proprio=np.array([parts[n] for n in self.proprio_names], dtype=np.float64),
+                               # The instruction is its own topic, not stamped: the caller's
+                               # episode holds it (it may be handled after the parts).
+                               instruction=self._instruction[0] if self._instruction else "", stamp=stamp,
+                               instruction_version=self._version)
 
     def instruction(self) -> str | None:
         with self._lock:

@@ -222,7 +222,8 @@ class PolicyNode(Node):
 
     def _on_reset(self, request, response):
         self.runner.reset()
-        response.success, response.message = True, "queue flushed, fault cleared"
+        response.success = True
+        response.message = f"queue flushed, fault cleared; instruction {self.runner.observations.instruction()!r}"
         return response
 
     def _on_parameters(self, params) -> SetParametersResult:

@@ -68,8 +68,9 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
                 if final is not None and final["success"]:
                     frames = _wait_for_frames(driver, final["step"])
                     if frames < final["step"]:
+                        missed = driver.diagnostics.get("bitvla_recorder", {}).get("skipped_missed", "0")
                         log(f"  task {task} init {init}: the recorder paired {frames} of {final['step']} commands "
-                            f"(see {logs} for refused samples)")
+                            f"({missed} commands without a complete observation so far; logs in {logs})")
                     message = driver.trigger("/bitvla_recorder/stop_episode")
                     saved.append((task, init, final["step"]))
                     log(f"  task {task} init {init}: solved in {final['step']} steps, {message} "

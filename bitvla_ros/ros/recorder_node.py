@@ -129,16 +129,18 @@ class RecorderNode(Node):
                 rgb = convert(msg)
                 if self.image_size and rgb.shape[:2] != (self.image_size, self.image_size):
                     rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
-                self.session.observations.put_image(camera, rgb, stamp_seconds(msg.header.stamp) or self.now())
-                self.session.on_observation(self.now())
+                stamp = stamp_seconds(msg.header.stamp) or self.now()
+                self.session.observations.put_image(camera, rgb, stamp)
+                self.session.on_observation(stamp, self.now())
             except Rejected as r:
                 self._refuse(r)
         return callback
 
     def _on_joint_state(self, msg) -> None:
         try:
-            self.session.observations.put_joint_state(msg.name, msg.position, stamp_seconds(msg.header.stamp) or self.now())
-            self.session.on_observation(self.now())
+            stamp = stamp_seconds(msg.header.stamp) or self.now()
+            self.session.observations.put_joint_state(msg.name, msg.position, stamp)
+            self.session.on_observation(stamp, self.now())
         except Rejected as r:
             self._refuse(r)
 
