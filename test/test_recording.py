@@ -24,9 +24,9 @@ def session(tmp_path, mode):
 def observe(s, stamp, value=0.0):
     for c in CAMS:
         s.observations.put_image(c, IMG, stamp)
-        s.on_observation(stamp, now=stamp)
+        s.on_observation(now=stamp)
     s.observations.put_joint_state(JOINTS, [value, value + 1], stamp)
-    s.on_observation(stamp, now=stamp)
+    s.on_observation(now=stamp)
 
 
 def test_rate_mode_samples_latest_inputs_and_skips_without_action(tmp_path):
@@ -88,7 +88,7 @@ def test_action_mode_assembles_observations_whose_topics_interleave(tmp_path):
             s.observations.put_joint_state(JOINTS, [t, t + 1], stamp)
         else:
             s.observations.put_image(kind, wrist(t) if kind == "wrist" else IMG, stamp)
-        s.on_observation(stamp, now=stamp + 0.01)
+        s.on_observation(now=stamp + 0.01)
     assert s.stop() == (0, 3) and s.status()["skipped"] == {}
     ep = EpisodeDataset(tmp_path / "ds").frames(0)
     assert ep.state[:, 0].tolist() == [0, 1, 2] and ep.action[:, 0].tolist() == [0, 1, 2]

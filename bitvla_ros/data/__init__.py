@@ -1,6 +1,6 @@
 """Datasets: episode-atomic writer and reader, statistics, chunked training samples.
 
-ChunkedSamples needs torch and loads on first use, so that the recorder imports no torch.
+ChunkedSamples and chunked_samples need torch and loads on first use, so that the recorder imports no torch.
 """
 
 from bitvla_ros.data.fs import DatasetWriteError
@@ -10,12 +10,12 @@ from bitvla_ros.data.reader import Episode, EpisodeDataset, EpisodeFrames, open_
 from bitvla_ros.data.stats import compute_statistics
 from bitvla_ros.data.writer import DatasetWriter
 
-__all__ = ["ChunkedSamples", "DatasetError", "DatasetWriteError", "DatasetWriter", "Episode", "EpisodeDataset",
+__all__ = ["ChunkedSamples", "chunked_samples", "DatasetError", "DatasetWriteError", "DatasetWriter", "Episode", "EpisodeDataset",
            "EpisodeFrames", "compute_statistics", "open_datasets", "rebuild_meta"]
 
 
 def __getattr__(name: str):
-    if name == "ChunkedSamples":
-        from bitvla_ros.data.samples import ChunkedSamples
-        return ChunkedSamples
+    if name in ("ChunkedSamples", "chunked_samples"):
+        from bitvla_ros.data import samples
+        return getattr(samples, name)
     raise AttributeError(f"module 'bitvla_ros.data' has no attribute {name!r}")

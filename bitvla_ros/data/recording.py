@@ -12,7 +12,6 @@ incomplete or stale inputs.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -22,7 +21,7 @@ from bitvla_ros.policy.observation import ObservationBuffer
 from bitvla_ros.policy.rejections import Rejected, RejectionLog
 
 RATE, ACTION = "rate", "action"
-HISTORY = 32  # samples kept per input, and complete observations kept, for pairing by stamp
+HISTORY = 32  # samples kept per input, and commands waiting, for pairing by stamp
 
 
 class RecordingSession:
@@ -31,16 +30,14 @@ class RecordingSession:
         if mode not in (RATE, ACTION):
             raise ValueError(f"sample_mode must be {RATE!r} or {ACTION!r}, got {mode!r}")
         self.open_writer, self.mode, self.action_dim = open_writer, mode, action_dim
-        # Action mode assembles observations by stamp from each input's recent samples.
+        # Action mode assembles observations by stamp from each input's recent samples: a command
+        # may be handled after the next observation, and topics interleave.
         self.observations = ObservationBuffer(camera_names, proprio_names, max_age_s,
                                               history=HISTORY if mode == ACTION else 0)
         self.rejections = RejectionLog()
         self.writer: DatasetWriter | None = None
         self._action: tuple[np.ndarray, float] | None = None
         self._episode_start = 0.0
-        # Action mode: recent complete observations by stamp, since a command may be handled after
-        # the observation that follows it has already arrived.
-        self._recent: OrderedDict[float, object] = OrderedDict()
         self._pending: list[tuple[np.ndarray, float]] = []
 
     @property
@@ -100,16 +97,11 @@ class RecordingSession:
         self._pending.append((a, stamp))
         return self._pair(now)
 
-    def on_observation(self, stamp: float, now: float) -> bool:
-        """After a camera or joint sample stamped `stamp`: remember the observation if that sample
-        completed it; actions waiting for it may now make their frames."""
+    def on_observation(self, now: float) -> bool:
+        """After a camera or joint sample: actions waiting for their observation may now make
+        their frames."""
         if self.mode != ACTION:
             return False
-        obs = self.observations.complete_at(stamp)
-        if obs is not None and obs.stamp not in self._recent:
-            self._recent[obs.stamp] = obs
-            while len(self._recent) > HISTORY:
-                self._recent.popitem(last=False)
         return self._pair(now)
 
     def tick(self, now: float) -> bool:
@@ -132,7 +124,7 @@ class RecordingSession:
     def _pair(self, now: float) -> bool:
         """Write pending actions, in order, whose observation is known. One that is still unknown
         while a later one is known will never be (observations arrive in order): it is dropped."""
-        found = [self._find(stamp) for _, stamp in self._pending]
+        found = [self.observations.complete_at(stamp) for _, stamp in self._pending]
         last_known = max((i for i, obs in enumerate(found) if obs is not None), default=-1)
         wrote = False
         for i, ((action, stamp), obs) in enumerate(zip(self._pending[: last_known + 1], found)):
@@ -143,12 +135,6 @@ class RecordingSession:
                 wrote = True
         self._pending = self._pending[last_known + 1:][-HISTORY:]
         return wrote
-
-    def _find(self, stamp: float, tolerance: float = 1e-6):
-        for s, obs in reversed(self._recent.items()):
-            if abs(s - stamp) <= tolerance:
-                return obs
-        return None
 
     def _write(self, obs, action: np.ndarray, at: float) -> None:
         images = dict(zip(self.observations.camera_names, obs.images))

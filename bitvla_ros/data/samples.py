@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from bitvla_ros.data.images import decode_image
 from bitvla_ros.data.reader import EpisodeDataset, EpisodeFrames
@@ -75,3 +75,11 @@ class ChunkedSamples(Dataset):
         if episode not in self._frames:
             self._frames[episode] = self.dataset.frames(episode)
         return self._frames[episode]
+
+
+def chunked_samples(datasets: Sequence[EpisodeDataset], chunk: int,
+                    episodes: Sequence[Sequence[int] | None] | None = None) -> ConcatDataset:
+    """The samples of several datasets (recorded with the same features) as one; `episodes`, one
+    entry per dataset, picks episodes of each (default: all)."""
+    episodes = [None] * len(datasets) if episodes is None else episodes
+    return ConcatDataset([ChunkedSamples(ds, chunk=chunk, episodes=eps) for ds, eps in zip(datasets, episodes)])

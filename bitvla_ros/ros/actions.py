@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitvla_ros.policy.rejections import Rejected
-from bitvla_ros.ros.conversions import stamp_seconds
+from bitvla_ros.ros.conversions import header_seconds
 
 ACTION_TYPES = ("joint_trajectory", "float64_multiarray", "joint_state")
 
@@ -31,10 +31,10 @@ def action_from_message(msg, kind: str, action_names: list[str], now: float) -> 
             raise Rejected("size_mismatch", "JointTrajectory has no points")
         names = msg.joint_names if len(msg.joint_names) else action_names
         vec = _by_name(names, msg.points[0].positions, action_names, "JointTrajectory")
-        stamp = stamp_seconds(msg.header.stamp) or now
+        stamp = header_seconds(msg.header, now)
     elif kind == "joint_state":
         vec = _by_name(msg.name, msg.position, action_names, "JointState")
-        stamp = stamp_seconds(msg.header.stamp) or now
+        stamp = header_seconds(msg.header, now)
     elif kind == "float64_multiarray":
         vec, stamp = np.asarray(msg.data, dtype=np.float64), now
     else:

@@ -35,6 +35,12 @@ def stamp_seconds(stamp) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
 
 
+def header_seconds(header, now: float) -> float:
+    """The header's stamp in seconds; an unstamped message is taken as received `now`."""
+    t = stamp_seconds(header.stamp)
+    return t if t > 0 else now
+
+
 def image_to_rgb(msg, use_cv_bridge: bool = True) -> np.ndarray:
     """sensor_msgs/Image → HxWx3 uint8 RGB (a copy)."""
     encoding = (msg.encoding or "").lower()

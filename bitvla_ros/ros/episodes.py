@@ -70,6 +70,22 @@ class EpisodeDriver:
             raise RuntimeError(f"{name} failed: {res.message}")
         return res.message
 
+    def trigger_holding(self, name: str, instruction: str, undo: str | None = None, attempts: int = 50) -> str:
+        """Call Trigger service `name` until its reply quotes `instruction`: the node then holds the
+        new episode's latched instruction, which may arrive a moment after the sim's reset. A refusal
+        (no instruction yet) is retried; after a reply quoting another one, `undo` is called first."""
+        for _ in range(attempts):
+            try:
+                message = self.trigger(name)
+            except RuntimeError:
+                message = None
+            if message is not None and repr(instruction) in message:
+                return message
+            if message is not None and undo:
+                self.trigger(undo)
+            self.spin_until(lambda: False, 0.1)
+        raise RuntimeError(f"{name}: the node never received the instruction {instruction!r}")
+
     def enable(self, node_name: str, on: bool) -> None:
         self.call(SetBool, f"/{node_name}/enable", SetBool.Request(data=on))
 

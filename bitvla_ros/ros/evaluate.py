@@ -123,7 +123,8 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
                 driver.set_params("bitvla_sim", {"task_id": task, "init_state": init})
                 t0 = time.perf_counter()
                 first = driver.reset_episode()
-                _reset_policy(driver, first["instruction"])
+                # Enabled before a new task's instruction arrives, the policy would answer with the last task's.
+                driver.trigger_holding("/bitvla_policy/reset", first["instruction"])
                 driver.enable("bitvla_policy", True)
                 final = driver.wait_done(first["episode"], cfg.episode_timeout_s)
                 driver.enable("bitvla_policy", False)
@@ -149,16 +150,6 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
     chunk_latency = {"p50_ms": _ms(diag.get("latency_p50_s")), "p95_ms": _ms(diag.get("latency_p95_s")),
                      "backend": diag.get("backend")}
     return _write_results(cfg, out, episodes, chunk_latency, started, log)
-
-
-def _reset_policy(driver, instruction: str, attempts: int = 50) -> None:
-    """Flush the policy once it holds the episode's instruction: enabled before the latched
-    instruction of a new task arrives, it would answer the first observation with the last task's."""
-    for _ in range(attempts):
-        if repr(instruction) in driver.trigger("/bitvla_policy/reset"):
-            return
-        driver.spin_until(lambda: False, 0.1)
-    raise RuntimeError(f"the policy node never received the instruction {instruction!r}")
 
 
 def _run_in_process(cfg: EvalConfig, log=print) -> dict:

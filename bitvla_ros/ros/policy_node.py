@@ -27,10 +27,10 @@ from builtin_interfaces.msg import Duration
 
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import STREAM, TRAJECTORY, PolicyRunner, PolicySettings
-from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
+from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
 from bitvla_ros.ros.params import Param, declare
 from bitvla_ros.ros.spin import run
-from bitvla_ros.ros.qos import LATCHED, sensor_events, sensor_qos
+from bitvla_ros.ros.qos import LATCHED, subscribe_sensor
 
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
@@ -117,16 +117,13 @@ class PolicyNode(Node):
         else:
             self.get_logger().warning("model_path is empty: no commands until it is set")
 
-        sensors = sensor_qos(p["input_reliability"])
         inputs = MutuallyExclusiveCallbackGroup()
         for cam, topic in zip(cams, p["image_topics"]):
             kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            self.create_subscription(kind, topic, self._image_callback(cam, convert), sensors,
-                                     event_callbacks=sensor_events(self, topic, p["input_reliability"]),
-                                     callback_group=inputs)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, sensors,
-                                 event_callbacks=sensor_events(self, "joint_states", p["input_reliability"]),
-                                 callback_group=inputs)
+            subscribe_sensor(self, kind, topic, self._image_callback(cam, convert), p["input_reliability"],
+                             callback_group=inputs)
+        subscribe_sensor(self, JointState, "joint_states", self._on_joint_state, p["input_reliability"],
+                         callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
 
         kind = JointTrajectory if settings.command_type == TRAJECTORY else Float64MultiArray
@@ -147,23 +144,19 @@ class PolicyNode(Node):
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _stamp(self, header) -> float:
-        t = stamp_seconds(header.stamp)
-        return t if t > 0 else self.now()  # unstamped input: take it as received now
-
     # --- inputs: convert, validate, store -------------------------------------------------
 
     def _image_callback(self, camera: str, convert):
         def callback(msg):
             try:
-                self.runner.observations.put_image(camera, convert(msg), self._stamp(msg.header))
+                self.runner.observations.put_image(camera, convert(msg), header_seconds(msg.header, self.now()))
             except Rejected as r:
                 self.runner.report(r, self.now())
         return callback
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            self.runner.observations.put_joint_state(msg.name, msg.position, self._stamp(msg.header))
+            self.runner.observations.put_joint_state(msg.name, msg.position, header_seconds(msg.header, self.now()))
         except Rejected as r:
             self.runner.report(r, self.now())
 

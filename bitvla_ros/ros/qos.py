@@ -21,9 +21,10 @@ def sensor_qos(reliability: str) -> QoSProfile:
     return INPUT_RELIABILITY[reliability]
 
 
-def sensor_events(node, topic: str, reliability: str):
-    """Say what to change when a camera or joint-state publisher cannot match the subscription
-    (rclpy's default only names the policy, and DDS then delivers nothing)."""
+def subscribe_sensor(node, kind, topic: str, callback, reliability: str, **kwargs):
+    """A camera or joint-state subscription with the profile named by `input_reliability`. On a
+    publisher it cannot match, it says what to change (rclpy's default only names the policy, and
+    DDS then delivers nothing)."""
     from rclpy.event_handler import SubscriptionEventCallbacks
 
     def on_incompatible(info) -> None:
@@ -31,4 +32,6 @@ def sensor_events(node, topic: str, reliability: str):
             f"{topic}: a publisher's QoS does not match this {reliability} subscription (policy "
             f"{info.last_policy_kind}), so none of its messages arrive; with a best-effort publisher set "
             "input_reliability: best_effort")
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+    return node.create_subscription(kind, topic, callback, sensor_qos(reliability),
+                                    event_callbacks=SubscriptionEventCallbacks(incompatible_qos=on_incompatible),
+                                    **kwargs)

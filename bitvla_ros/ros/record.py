@@ -62,7 +62,8 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
                 driver.set_params("bitvla_sim", {"task_id": task, "init_state": init})
                 t0 = time.perf_counter()
                 first = driver.reset_episode()
-                _start_recording(driver, first["instruction"])
+                driver.trigger_holding("/bitvla_recorder/start_episode", first["instruction"],
+                                       undo="/bitvla_recorder/discard_episode")
                 driver.trigger("/bitvla_sim/start")
                 final = driver.wait_done(first["episode"], cfg.episode_timeout_s)
                 if final is not None and final["success"]:
@@ -98,19 +99,3 @@ def _wait_for_frames(driver, steps: int, timeout: float = 5.0) -> int:
         return int(diag.get("frames_in_episode", 0)) if diag.get("recording") == "True" else 0
     driver.spin_until(lambda: frames() >= steps, timeout)
     return frames()
-
-
-def _start_recording(driver, instruction: str, attempts: int = 50) -> None:
-    """Start the recorder's episode once it holds the sim's new instruction (it arrives latched,
-    possibly a moment after the reset)."""
-    for _ in range(attempts):
-        try:
-            message = driver.trigger("/bitvla_recorder/start_episode")
-        except RuntimeError:  # e.g. no instruction yet
-            driver.spin_until(lambda: False, 0.1)
-            continue
-        if instruction in message:
-            return
-        driver.trigger("/bitvla_recorder/discard_episode")
-        driver.spin_until(lambda: False, 0.1)
-    raise RuntimeError(f"the recorder never received the instruction {instruction!r}")

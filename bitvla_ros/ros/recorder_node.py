@@ -26,10 +26,10 @@ from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
 from bitvla_ros.data.writer import DatasetWriter
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
-from bitvla_ros.ros.conversions import compressed_to_rgb, image_to_rgb, stamp_seconds
+from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
 from bitvla_ros.ros.params import Param, declare
 from bitvla_ros.ros.spin import run
-from bitvla_ros.ros.qos import LATCHED, sensor_events, sensor_qos
+from bitvla_ros.ros.qos import LATCHED, subscribe_sensor
 
 PARAMS = [
     Param("dataset_dir", "~/bitvla_datasets/demo", "dataset folder; episodes are appended if it exists", read_only=True),
@@ -90,13 +90,10 @@ class RecorderNode(Node):
             names, proprio, len(self.action_names), p["max_observation_age_s"], p["sample_mode"])
         self.image_size = p["image_size"]
 
-        sensors = sensor_qos(p["input_reliability"])
         for cam, topic in zip(names, topics):
             kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            self.create_subscription(kind, topic, self._image_callback(cam, convert), sensors,
-                                     event_callbacks=sensor_events(self, topic, p["input_reliability"]))
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, sensors,
-                                 event_callbacks=sensor_events(self, "joint_states", p["input_reliability"]))
+            subscribe_sensor(self, kind, topic, self._image_callback(cam, convert), p["input_reliability"])
+        subscribe_sensor(self, JointState, "joint_states", self._on_joint_state, p["input_reliability"])
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         kind = {"joint_trajectory": JointTrajectory, "float64_multiarray": Float64MultiArray,
                 "joint_state": JointState}[p["action_type"]]
@@ -129,18 +126,16 @@ class RecorderNode(Node):
                 rgb = convert(msg)
                 if self.image_size and rgb.shape[:2] != (self.image_size, self.image_size):
                     rgb = cv2.resize(rgb, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
-                stamp = stamp_seconds(msg.header.stamp) or self.now()
-                self.session.observations.put_image(camera, rgb, stamp)
-                self.session.on_observation(stamp, self.now())
+                self.session.observations.put_image(camera, rgb, header_seconds(msg.header, self.now()))
+                self.session.on_observation(self.now())
             except Rejected as r:
                 self._refuse(r)
         return callback
 
     def _on_joint_state(self, msg) -> None:
         try:
-            stamp = stamp_seconds(msg.header.stamp) or self.now()
-            self.session.observations.put_joint_state(msg.name, msg.position, stamp)
-            self.session.on_observation(stamp, self.now())
+            self.session.observations.put_joint_state(msg.name, msg.position, header_seconds(msg.header, self.now()))
+            self.session.on_observation(self.now())
         except Rejected as r:
             self._refuse(r)
 

@@ -143,7 +143,7 @@ def distill(cfg: DistillConfig) -> Path:
 
     task, datasets = None, []
     if cfg.dataset:
-        from bitvla_ros.data import ChunkedSamples, open_datasets
+        from bitvla_ros.data import chunked_samples, open_datasets
         from bitvla_ros.model.normalize import NormStats
         from bitvla_ros.train.batches import EncodedSamples, SampleEncoder, collate
         from bitvla_ros.train.oft import check_fits
@@ -151,8 +151,8 @@ def distill(cfg: DistillConfig) -> Path:
         datasets = open_datasets(cfg.dataset)
         check_fits(vla.config, datasets[0])
         stats = NormStats.load(cfg.model)  # the model's own statistics, as it was trained with them
-        chunks = torch.utils.data.ConcatDataset([ChunkedSamples(ds, chunk=vla.config.action_chunk) for ds in datasets])
-        samples = EncodedSamples(chunks, SampleEncoder(processor, stats, image_aug=True))
+        samples = EncodedSamples(chunked_samples(datasets, vla.config.action_chunk),
+                                 SampleEncoder(processor, stats, image_aug=True))
         sampler = torch.utils.data.RandomSampler(samples, replacement=True, num_samples=10**9)
         task = iter(torch.utils.data.DataLoader(samples, batch_size=cfg.batch_size, sampler=sampler,
                                                 collate_fn=lambda items: collate(processor, items)))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bitvla_ros.data import ChunkedSamples, EpisodeDataset, open_datasets
+from bitvla_ros.data import EpisodeDataset, chunked_samples, open_datasets
 from bitvla_ros.data.stats import compute_statistics_of
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.checkpoint import load_published, save_packed
@@ -150,8 +150,7 @@ def train(cfg: TrainConfig) -> Path:
         optimizer, step = make_optimizer(model), 0
     net = torch.nn.parallel.DistributedDataParallel(model) if rt.world > 1 else model
 
-    samples = torch.utils.data.ConcatDataset([ChunkedSamples(ds, chunk=config.action_chunk, episodes=eps)
-                                              for ds, eps in zip(datasets, train_eps)])
+    samples = chunked_samples(datasets, config.action_chunk, train_eps)
     encoder = SampleEncoder(processor, norm, cfg.image_aug)
     data = EncodedSamples(samples, encoder)
     sampler = (torch.utils.data.distributed.DistributedSampler(data, seed=cfg.seed) if rt.world > 1
@@ -161,9 +160,8 @@ def train(cfg: TrainConfig) -> Path:
                                          persistent_workers=cfg.num_workers > 0)
     val_loader = None
     if cfg.val_episodes and rt.main:
-        val = EncodedSamples(torch.utils.data.ConcatDataset(
-            [ChunkedSamples(ds, chunk=config.action_chunk, episodes=eps) for ds, eps in zip(datasets, val_eps)]),
-            SampleEncoder(processor, norm, image_aug=False))
+        val = EncodedSamples(chunked_samples(datasets, config.action_chunk, val_eps),
+                             SampleEncoder(processor, norm, image_aug=False))
         val_loader = torch.utils.data.DataLoader(val, batch_size=cfg.batch_size,
                                                  collate_fn=lambda items: collate(processor, items))
 
