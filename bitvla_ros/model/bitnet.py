@@ -1,4 +1,5 @@
 """BitNet b1.58 decoder run as BitVLA runs it: one bidirectional pass, no KV cache (§1.3, §1.7).
+Text generation runs the same layers causally, step by step, with a KVCache (model/kv_cache.py).
 
 Per layer: RMSNorm → q/k/v (GQA, RoPE rotate-half) → attention → attn_sub_norm → o_proj, then
 RMSNorm → gate/up → relu(gate)² · up → ffn_sub_norm → down. All seven linears are BitLinear.
@@ -52,12 +53,14 @@ class BitNetAttention(nn.Module):
         self.attn_sub_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.o_proj = BitLinear(cfg.num_attention_heads * hd, d, bias=False)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache=None):
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # generation: attend over the stored past as well
+            k, v = cache.update(k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         out = out.transpose(1, 2).reshape(b, n, -1)
         return self.o_proj(self.attn_sub_norm(out))
@@ -84,8 +87,8 @@ class BitNetLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = BitNetMLP(cfg)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -101,22 +104,31 @@ class BitNetModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                causal: bool = False) -> torch.Tensor:
+                causal: bool = False, cache=None) -> torch.Tensor:
         """embeds (B, L, H); attention_mask (B, L) with 1 for real tokens and 0 for padding.
 
         Attention is bidirectional over every non-pad token, as BitVLA's one-pass decode needs;
         ``causal=True`` exists to compare with a causal reference implementation.
+        With a ``cache`` (a KVCache, for text generation) the pass is causal and continues the
+        cached sequence: positions start after the stored tokens, which stay visible.
         """
         b, n, _ = embeds.shape
-        positions = torch.arange(n, device=embeds.device)
+        start = 0
+        if cache is not None:
+            if attention_mask is not None:
+                raise ValueError("cached (generation) passes take unpadded sequences; pass attention_mask=None")
+            start, causal = cache.reserve(n), True
+        positions = torch.arange(start, start + n, device=embeds.device)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, embeds.dtype)
         mask = None
         if attention_mask is not None:
             mask = attention_mask.bool()[:, None, None, :]  # keys only: pads are never attended to
-        if causal:
-            tri = torch.ones(n, n, dtype=torch.bool, device=embeds.device).tril()
+        if causal and not (cache is not None and n == 1):  # one new token sees every stored one
+            tri = torch.ones(n, start + n, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
             mask = tri if mask is None else mask & tri
         x = embeds
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask) if cache is None else layer(x, cos, sin, mask, cache.layers[i])
+        if cache is not None:
+            cache.advance(n)
         return self.norm(x)

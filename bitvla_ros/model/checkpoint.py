@@ -26,11 +26,13 @@ from safetensors.torch import save_file
 from bitvla_ros.model import keymap
 from bitvla_ros.model.bitvla import BitVLA, cast_parameters
 from bitvla_ros.model.config import BitVLAConfig, ConfigError
+from bitvla_ros.model.lm_head import LanguageHead
 from bitvla_ros.model.safetensors_io import SafetensorsError, load_mmap
 from bitvla_ros.model.tokenizer import load_tokenizer, token_ids
 
 PACKED_FORMAT = "packed"
 PACKED_WEIGHTS = "model.safetensors"
+PACKED_LANGUAGE_HEAD = keymap.LANGUAGE_HEAD_MAP["lm_head.weight"]  # an untied head, kept for generation
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 STATS_FILE = "dataset_statistics.json"
 
@@ -77,8 +79,12 @@ def load_model(directory: str | Path, backend: str = "auto", deploy: bool = True
 
 # --- published master weights --------------------------------------------------------------------
 
-def load_published(directory: str | Path, dtype: torch.dtype = torch.float32) -> BitVLA:
-    """A train-mode BitVLA from a published master-weight folder."""
+def load_published(directory: str | Path, dtype: torch.dtype = torch.float32, require_action_head: bool = True) -> BitVLA:
+    """A train-mode BitVLA from a published master-weight folder.
+
+    ``require_action_head=False`` also accepts a released VLM folder (no action-head/proprio
+    sidecars, e.g. bitvla-bitsiglipL-224px-bf16): the model then has no action head or proprio
+    projector and serves text generation only (model/vqa.py)."""
     directory = Path(directory)
     weights_dir = _weights_dir(directory)
     config = _load_config(weights_dir, directory)
@@ -96,15 +102,19 @@ def load_published(directory: str | Path, dtype: torch.dtype = torch.float32) ->
     if unknown:
         raise CheckpointError(f"{weights_dir}: {len(unknown)} weights have names BitVLA does not use, e.g. "
                               f"{unknown[:3]}; is this a BitVLA (LLaVA + BitNet) checkpoint?")
-    state.update(_read_sidecar(directory, "action_head", keymap.ACTION_HEAD_MAP))
-    if config.use_proprio:
-        state.update(_read_sidecar(directory, "proprio_projector", keymap.PROPRIO_MAP))
+    vlm_only = not require_action_head and not any(directory.glob("*action_head*checkpoint*"))
+    if not vlm_only:
+        state.update(_read_sidecar(directory, "action_head", keymap.ACTION_HEAD_MAP))
+        if config.use_proprio:
+            state.update(_read_sidecar(directory, "proprio_projector", keymap.PROPRIO_MAP))
     # Vision layers past vision_feature_layer are never run; the published loader keeps them idle.
     used = config.vision_layers_used
     state = {k: v for k, v in state.items() if not _is_unused_vision_layer(k, used)}
 
     with torch.device("meta"):
         model = BitVLA(config)
+    if vlm_only:
+        model.action_head = model.proprio_projector = None
     _check_and_assign(model, state, str(directory), dtype)
     return model.eval()
 
@@ -146,7 +156,8 @@ def _save_readable(tensors: dict, path: Path, metadata: dict | None = None) -> N
 # --- packed deployment folder --------------------------------------------------------------------
 
 def save_packed(model: BitVLA, directory: str | Path, stats: dict | None = None,
-                tokenizer_dir: str | Path | None = None) -> Path:
+                tokenizer_dir: str | Path | None = None, language_head: torch.Tensor | None = None) -> Path:
+    """``language_head``: an untied lm_head weight to keep for text generation (stored as-is)."""
     if not model.deployed:
         raise CheckpointError("save_packed needs a deployed model; call model.to_deploy() first")
     directory = Path(directory)
@@ -156,6 +167,8 @@ def save_packed(model: BitVLA, directory: str | Path, stats: dict | None = None,
     cfg["bitvla_ros"].update(format=PACKED_FORMAT, embedding=embedding, dtype=str(model.dtype).removeprefix("torch."))
     (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if language_head is not None:
+        state[PACKED_LANGUAGE_HEAD] = language_head.detach().contiguous()
     _save_readable(state, directory / PACKED_WEIGHTS, metadata={"format": "bitvla_ros.packed"})
     _copy_side_files(directory, stats, tokenizer_dir)
     return directory
@@ -178,6 +191,7 @@ def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype
     except SafetensorsError as e:
         raise CheckpointError(str(e)) from None
     model = BitVLA.deploy_skeleton(config, embedding=ours.get("embedding", "int8"))
+    state.pop(PACKED_LANGUAGE_HEAD, None)  # generation reads it on demand (language_head)
     _check_and_assign(model, state, str(path), dtype=None)
     if dtype is not None:
         cast_parameters(model, dtype)
@@ -193,11 +207,51 @@ def convert(src: str | Path, dst: str | Path, embedding: str = "int8", dtype: to
         raise CheckpointError("convert would overwrite its source; choose another output folder")
     if checkpoint_format(src) == PACKED_FORMAT:
         model = load_packed(src, backend=backend)
+        head = _stored_language_head(src)
     else:
         model = load_published(src, dtype=dtype)
         model.to_deploy(backend, embedding=embedding, dtype=dtype)
-    save_packed(model, dst, stats=_stats_path(src), tokenizer_dir=_tokenizer_dir(src))
+        head = _stored_language_head(src)
+        head = head.to(dtype) if head is not None else None
+    if model.config.text.tie_word_embeddings:
+        head = None  # the embedding is the head
+    save_packed(model, dst, stats=_stats_path(src), tokenizer_dir=_tokenizer_dir(src), language_head=head)
     return model
+
+
+# --- language head (text generation) ----------------------------------------------------------
+
+def language_head(directory: str | Path, model: BitVLA) -> LanguageHead:
+    """The head that turns the LLM's hidden states into vocabulary logits, for ``model`` loaded
+    from ``directory``: the token embedding when the config ties them, else the stored lm_head,
+    memory-mapped (nothing is copied until generation runs)."""
+    directory = Path(directory)
+    if model.config.text.tie_word_embeddings:
+        return LanguageHead.tied(model.llm.embed_tokens)
+    weight = _stored_language_head(directory)
+    expected = (model.config.text.vocab_size, model.config.text.hidden_size)
+    if weight is None:
+        fmt = checkpoint_format(directory)
+        names = ", ".join(sorted(set(keymap.LANGUAGE_HEAD_MAP)))
+        fix = ("this packed folder was written for actions only; convert the published model again with "
+               "`bitvla convert SRC DST` (it keeps the language head), or point at the published folder"
+               if fmt == PACKED_FORMAT else "point at a published VLM/VLA folder that stores its lm_head")
+        raise CheckpointError(
+            f"{directory} has no language head: its config.json says tie_word_embeddings=false, so text "
+            f"generation needs a stored lm_head {expected} ({names}), and the {fmt} weights hold none; {fix}")
+    if tuple(weight.shape) != expected:
+        raise CheckpointError(f"{directory}: the lm_head is {tuple(weight.shape)}, config.json says (vocab, hidden) = "
+                              f"{expected}; the weights and config.json belong to different models")
+    return LanguageHead(weight, source="lm_head")
+
+
+def _stored_language_head(directory: Path) -> torch.Tensor | None:
+    """A memory-mapped view of the stored lm_head (published or packed names), or None."""
+    weights_dir = _weights_dir(directory)
+    for name, tensor in _read_weight_shards(weights_dir).items():
+        if keymap.rename(name, keymap.LANGUAGE_HEAD_MAP) is not None:
+            return tensor
+    return None
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class TextConfig:
     rope_theta: float = 500000.0
     rms_norm_eps: float = 1e-5
     max_position_embeddings: int = 4096
+    # The language head (text generation only) is the token embedding unless this is false.
+    tie_word_embeddings: bool = True
 
     @property
     def head_dim(self) -> int:
@@ -172,7 +174,7 @@ class BitVLAConfig:
                 "rope_theta": t.rope_theta,
                 "rms_norm_eps": t.rms_norm_eps,
                 "max_position_embeddings": t.max_position_embeddings,
-                "tie_word_embeddings": True,
+                "tie_word_embeddings": t.tie_word_embeddings,
                 "attention_bias": False,
                 "bos_token_id": tok.bos,
                 "eos_token_id": tok.stop,

@@ -62,6 +62,13 @@ PROPRIO_MAP = {
     "fc2.bias": "proprio_projector.fc2.bias",
 }
 
+# The language head of an untied checkpoint, read only for text generation (model/lm_head.py).
+# Our packed folders store it under the same name as ours.
+LANGUAGE_HEAD_MAP = {
+    "language_model.lm_head.weight": "lm_head.weight",
+    "lm_head.weight": "lm_head.weight",  # transformers >= 4.52 layout
+}
+
 # Present in some checkpoints, never used for actions.
 IGNORED_PREFIXES = (_VIT + "post_layernorm.", _VIT + "head.", "language_model.lm_head.", "lm_head.")
 
