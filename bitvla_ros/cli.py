@@ -1,4 +1,4 @@
-"""The `bitvla` command. Subcommands: info, convert (more arrive with later capabilities)."""
+"""The `bitvla` command: info, convert, train, distill, record, eval, compare, ask, demo."""
 
 from __future__ import annotations
 
@@ -192,6 +192,51 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_ask(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from bitvla_ros.model.checkpoint import CheckpointError
+    from bitvla_ros.model.generate import GenerationSettings
+    from bitvla_ros.model.vqa import load_vqa
+    from bitvla_ros.paths import default_model
+
+    model_dir = Path(args.model) if args.model else default_model()
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        settings.validate()
+        images = []
+        for path in args.image:
+            try:
+                with Image.open(path) as im:
+                    images.append(np.array(im.convert("RGB")))
+            except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"cannot read image {path}: {e}") from None
+        start = time.perf_counter()
+        vqa = load_vqa(model_dir, backend=args.backend,
+                       dtype={"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype])
+        load_s = time.perf_counter() - start
+        with torch.inference_mode():
+            answer = vqa.ask(images, args.question, settings,
+                             on_text=lambda piece: print(piece, end="", flush=True))
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"bitvla ask: {e}", file=sys.stderr)
+        return 2
+    print()
+    n = len(answer.token_ids)
+    per = answer.per_token_s
+    why = "stop token" if answer.stopped else f"limit of {settings.max_new_tokens} new tokens"
+    print(f"[{model_dir.name}: {n} tokens ({why}); prompt {answer.prompt_tokens} tokens with {len(images)} image(s); "
+          f"time to first token {answer.first_token_s * 1000:.0f} ms"
+          + (f"; {per * 1000:.1f} ms/token ({1 / per:.1f} tokens/s) after it" if per else "")
+          + f"; backend {vqa.model.backend_name}; load {load_s:.1f} s]", file=sys.stderr)
+    return 0
+
+
 def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
     p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
@@ -306,6 +351,25 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--output", help="folder for comparison.json and comparison.png")
     cp.add_argument("--title", default="bitvla eval: success per task")
     cp.set_defaults(func=_cmd_compare)
+
+    ask = sub.add_parser("ask", help="answer a question about images with the model's VLM side (streamed)",
+                         description="Zero-shot VQA: the vision encoder, projector and BitNet LLM generate an answer "
+                                     "token by token (KV cache) in the published chat format. Works on packed "
+                                     "folders, published VLA folders and released VLM folders (no action head).")
+    ask.add_argument("--model", help="model folder (default: the shipped one in models/, whose answers mean nothing: "
+                                     "it was trained for actions)")
+    ask.add_argument("--image", action="append", default=[], help="image file; repeat for several (default: none)")
+    ask.add_argument("--question", required=True)
+    ask.add_argument("--max-new-tokens", type=int, default=64)
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ask.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    ask.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    ask.add_argument("--seed", type=int, default=None, help="sampling seed")
+    ask.add_argument("--backend", default="auto", help="kernel backend for the ternary linears")
+    ask.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                     help="compute dtype of the non-ternary tensors (auto: as stored, float32 for master weights)")
+    ask.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ask.set_defaults(func=_cmd_ask)
 
     dm = sub.add_parser("demo", help="the shipped default model solving LIBERO tasks through ROS 2 (a few minutes)")
     dm.add_argument("--model", help="model folder (default: the shipped one in models/)")

@@ -143,3 +143,30 @@ def test_question_errors(tmp_path):
     vqa = load_vqa(tmp_path / "vlm", backend="reference")
     with pytest.raises(ValueError, match="special token"):
         vqa.ask([_image()], "what is <|image_pad|> here?")
+
+
+def test_bitvla_ask_streams_the_answer_and_its_timings(tmp_path, capsys):
+    from PIL import Image
+
+    from bitvla_ros.cli import main
+
+    write_vlm(tmp_path / "vlm")
+    frame = tmp_path / "frame.png"
+    Image.fromarray(_image()).save(frame)
+    args = ["ask", "--model", str(tmp_path / "vlm"), "--image", str(frame), "--question", QUESTION,
+            "--max-new-tokens", "8", "--backend", "reference"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    want = load_vqa(tmp_path / "vlm", backend="reference").ask([_image()], QUESTION,
+                                                                GenerationSettings(max_new_tokens=8))
+    assert out == want.text + "\n"
+    assert "time to first token" in err and "ms/token" in err and "prompt" in err
+    # the shipped model (default --model) answers too; sampling flags are accepted
+    assert main(["ask", "--image", str(frame), "--question", "is the drawer open?", "--max-new-tokens", "3",
+                 "--temperature", "0.8", "--top-p", "0.9", "--seed", "1", "--backend", "reference"]) == 0
+    assert "bitvla-libero-goal-demo" in capsys.readouterr().err
+    # one-line errors: a missing image, bad settings
+    assert main(["ask", "--image", str(tmp_path / "nope.png"), "--question", "x"]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["ask", "--question", "x", "--top-p", "0"]) == 2
+    assert "top_p" in capsys.readouterr().err
