@@ -50,6 +50,7 @@ setup(
             "policy_node = bitvla_ros.ros.policy_node:main",
             "recorder_node = bitvla_ros.ros.recorder_node:main",
             "sim_node = bitvla_ros.ros.sim_node:main",
+            "vqa_node = bitvla_ros.ros.vqa_node:main",
         ],
     },
 )
