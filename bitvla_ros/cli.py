@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--seed", type=int, default=None, help="sampling seed")
     ask.add_argument("--backend", default="auto", help="kernel backend for the ternary linears")
     ask.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
-                     help="compute dtype of the non-ternary tensors (auto: as stored, float32 for master weights)")
+                     help="compute dtype of the non-ternary tensors (auto: as stored; bfloat16 for master weights)")
     ask.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ask.set_defaults(func=_cmd_ask)
 

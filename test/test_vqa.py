@@ -57,7 +57,7 @@ def write_vlm(directory, seed=0, newer_names=False):
 @pytest.mark.parametrize("newer_names", [False, True], ids=["llava-4.51", "llava-4.52+"])
 def test_released_vlm_layout_answers_with_its_own_head(tmp_path, newer_names):
     m, lm_head = write_vlm(tmp_path / "vlm", newer_names=newer_names)
-    vqa = load_vqa(tmp_path / "vlm", backend="reference")
+    vqa = load_vqa(tmp_path / "vlm", backend="reference", dtype=torch.float32)
     assert vqa.model.action_head is None and vqa.model.proprio_projector is None
     assert vqa.head.source == "lm_head" and not vqa.head.materialized
     answer = vqa.ask([_image()], QUESTION, GenerationSettings(max_new_tokens=12))

@@ -135,12 +135,14 @@ def prompt_embeds(model: BitVLA, ids: torch.Tensor, pixels: torch.Tensor | None)
 
 def load_vqa(directory: str | Path, backend: str = "auto", dtype: torch.dtype | None = None) -> VQAModel:
     """A VQAModel from a packed folder, a published VLA folder or a released VLM folder (no action
-    head). Published master weights are ternarized on load, as for the action path."""
+    head). Published master weights are ternarized on load, as for the action path; they are read
+    in ``dtype`` (default bf16, as the released files store them: an fp32 copy of the full-size
+    model would need ~12 GB)."""
     directory = Path(directory)
     if checkpoint_format(directory) == PACKED_FORMAT:
         model = load_packed(directory, backend=backend, dtype=dtype)
     else:
-        model = load_published(directory, dtype=dtype or torch.float32, require_action_head=False)
+        model = load_published(directory, dtype=dtype or torch.bfloat16, require_action_head=False)
         model.to_deploy(backend, embedding="float")
     head = language_head(directory, model)
     tok_dir = _tokenizer_dir(directory)
