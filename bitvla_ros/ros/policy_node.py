@@ -167,11 +167,14 @@ class PolicyInterface:
         self._reverting = False
         self._applied = {n: values[n] for n in SWAP_PARAMS}  # what a failed load puts back
 
-        for cam, topic in zip(settings.camera_names, values["image_topics"]):
-            kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
-            subscribe_sensor(node, kind, topic, self._image_callback(cam, convert), values["input_reliability"])
-        subscribe_sensor(node, JointState, "joint_states", self._on_joint_state, values["input_reliability"])
-        node.create_subscription(String, "instruction", self._on_instruction, LATCHED)
+        reliability = values["input_reliability"]
+        self.subscriptions = [
+            subscribe_sensor(node, CompressedImage if topic.endswith("/compressed") else Image, topic,
+                             self._image_callback(cam, compressed_to_rgb if topic.endswith("/compressed")
+                                                  else image_to_rgb), reliability)
+            for cam, topic in zip(settings.camera_names, values["image_topics"])]
+        self.subscriptions.append(subscribe_sensor(node, JointState, "joint_states", self._on_joint_state, reliability))
+        self.subscriptions.append(node.create_subscription(String, "instruction", self._on_instruction, LATCHED))
 
         kind = JointTrajectory if settings.command_type == TRAJECTORY else Float64MultiArray
         self.command_pub = node.create_publisher(kind, "joint_command", 10)
@@ -184,6 +187,7 @@ class PolicyInterface:
         ]
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._apply)
+        self.services = [node.create_service(Trigger, "~/reset", self.on_reset)]
 
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._inference_loop, name="bitvla_inference", daemon=True)
@@ -402,9 +406,21 @@ class PolicyInterface:
         self.diag_pub.publish(array)
 
     def close(self) -> None:
+        """Stop the threads and take everything this interface made off the node."""
         self._stop.set()
         self._worker.join(timeout=5)
         self._loads.shutdown(wait=False, cancel_futures=True)
+        node = self.node
+        node.remove_on_set_parameters_callback(self._validate)
+        node.remove_post_set_parameters_callback(self._apply)
+        for entity in self.subscriptions:
+            node.destroy_subscription(entity)
+        for entity in self.timers:
+            node.destroy_timer(entity)
+        for entity in self.services:
+            node.destroy_service(entity)
+        node.destroy_publisher(self.command_pub)
+        node.destroy_publisher(self.diag_pub)
 
 
 def declare_policy_parameters(node: Node) -> dict:
@@ -426,7 +442,6 @@ class PolicyNode(Node):
         self.values = declare_policy_parameters(self)
         self.policy = PolicyInterface(self, self.values)
         self.create_service(SetBool, "~/enable", self.policy.on_enable)
-        self.create_service(Trigger, "~/reset", self.policy.on_reset)
         if self.values["model_path"]:
             self.policy.load_in_background({n: self.values[n] for n in SWAP_PARAMS}, previous=None)
         else:
