@@ -230,7 +230,7 @@ class PolicyInterface:
             if command is not None:
                 self.publish(command)
             elif self.runner.inference_due(self.now()):
-                self.runner.observations.wait_for_input(0.005)  # waiting for fresh (or valid) input
+                self.runner.observations.wait_for_input(0.005)  # waiting for fresh or valid input
 
     def _on_tick(self) -> None:
         command = self.runner.tick(self.now())

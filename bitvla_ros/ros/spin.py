@@ -11,15 +11,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
 
-def _events():
-    from rclpy.experimental import EventsExecutor
-
-    return EventsExecutor()
-
-
 EXECUTORS = {
     "single_threaded": SingleThreadedExecutor,
-    "events": _events,
     "multi_threaded": lambda: MultiThreadedExecutor(num_threads=2),
 }
 
