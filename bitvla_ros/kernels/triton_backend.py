@@ -57,9 +57,6 @@ class W2A8Prepared:
     def device(self) -> torch.device:
         return self.codes.device
 
-    def nbytes(self) -> int:
-        return self.codes.numel() + 4
-
 
 def _kernels():
     from bitvla_ros.kernels import triton_w2a8

@@ -37,9 +37,6 @@ class PackedTernary:
     def shape(self) -> tuple[int, int]:
         return (self.out_features, self.in_features)
 
-    def nbytes(self) -> int:
-        return self.codes.numel() * self.codes.element_size() + self.scale.numel() * 4
-
 
 def pack_ternary(codes: torch.Tensor) -> torch.Tensor:
     """int codes in {-1, 0, 1} of shape (N, K) → uint8 (N, ceil(K/4))."""
