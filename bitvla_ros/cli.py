@@ -78,26 +78,26 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _run_settings(command: str, run, kind, args) -> int:
+    """``run`` on the settings ``kind`` parsed from the flags; a user's error is one line, exit code 2."""
+    try:
+        run(from_arguments(kind, args))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"bitvla {command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_train(args) -> int:
     from bitvla_ros.train.oft import train
 
-    try:
-        train(from_arguments(TrainConfig, args))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"bitvla train: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run_settings("train", train, TrainConfig, args)
 
 
 def _cmd_distill(args) -> int:
     from bitvla_ros.train.distill import distill
 
-    try:
-        distill(from_arguments(DistillConfig, args))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"bitvla distill: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run_settings("distill", distill, DistillConfig, args)
 
 
 def _tasks(text: str) -> list[int]:
