@@ -15,7 +15,7 @@ def test_info_full_size_matches_the_published_parameter_counts(capsys):
     assert main(["info", "--preset", "bitvla-3b"]) == 0
     out = capsys.readouterr().out
     rows = {line[:34].strip(): line[34:].split() for line in out.splitlines() if line[:34].strip()}
-    # reference/bitvla.md §1.10
+    # the published parameter counts per part (docs/model.md)
     assert rows["LLM ternary linears"][0] == "2,084,044,800"
     assert rows["LLM token embedding"][0] == "328,355,840"
     assert rows["vision ternary linears"][0] == "395,845,632"

@@ -1,6 +1,6 @@
 """BitVLA configuration: one dataclass tree, presets, and config.json in the published layout.
 
-The same code builds any size from a config: the published `bitvla-3b` (reference/bitvla.md §1),
+The same code builds any size from a config: the published `bitvla-3b` (docs/model.md),
 a `tiny` preset for tests, and whatever a config.json says. config.json is written in the
 published LLaVA-style layout (`text_config`, `vision_config`, ...) plus one `bitvla_ros` section
 for what the published file leaves implicit (chunk size, action and proprio dims, token ids).
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 # Published top-level model types we accept. "openvla" is what a third-party converter expects in
-# the fine-tuned repos (reference/bitvla.md §9.7); "bitvla" is what the reference code writes.
+# the fine-tuned repos; "bitvla" is what the reference code writes.
 PUBLISHED_MODEL_TYPES = ("bitvla", "openvla", "llava")
 TEXT_MODEL_TYPES = ("BitNet", "bitnet")
 VISION_MODEL_TYPES = ("siglip_vision_model",)
@@ -70,7 +70,7 @@ class TextConfig:
 
 @dataclass
 class TokenIds:
-    """Ids of the special tokens (reference/bitvla.md §1.4). Action slots are ids > proprio."""
+    """Ids of the special tokens (docs/model.md). Action slots are ids > proprio."""
 
     bos: int = 128000
     stop: int = 128001  # <|end_of_text|>, appended after the action slots
@@ -100,7 +100,7 @@ class BitVLAConfig:
     proprio_dim: int = 8
     use_proprio: bool = True
     action_head_blocks: int = 2
-    # Trained with random crops: deploy with the central 90%-area crop (reference/bitvla.md §6).
+    # Trained with random crops: deploy with the central 90%-area crop (docs/model.md).
     center_crop: bool = False
     # Camera image preprocessing: "siglip" (resize + normalize, as SigLIP's processor) or "libero"
     # (the published LIBERO eval's JPEG round trip, Lanczos resize and TF center crop first).

@@ -1,4 +1,4 @@
-"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (reference/bitvla.md §3).
+"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (docs/distillation/).
 
 The teacher is the encoder in full precision (quantization off); the student is the same encoder
 with W1.58-A8 linears, initialised from the teacher. The loss is

@@ -1,4 +1,4 @@
-"""`bitvla train`: OFT fine-tuning of BitVLA on recorded datasets (reference/bitvla.md §4).
+"""`bitvla train`: OFT fine-tuning of BitVLA on recorded datasets (docs/model.md).
 
 L1 regression on normalized action chunks from two cameras and proprio; AdamW (weight decay
 0.01); linear warm-up then cosine decay; the OFT image augmentation; the ternary layers train in
