@@ -1,6 +1,6 @@
 """Checkpoint I/O: the published master-weight folder and our packed deployment folder.
 
-Published (reference/bitvla.md §5): LLaVA-style config.json + safetensors shard(s) with the
+Published (docs/checkpoints.md): LLaVA-style config.json + safetensors shard(s) with the
 published key names, `*action_head*checkpoint*.pt` and `*proprio_projector*checkpoint*.pt`
 sidecars (DDP `module.` prefix), dataset_statistics.json, tokenizer files. Weights are master
 (float) weights; we ternarize them on load when a deploy model is wanted.

@@ -8,7 +8,7 @@ success.png and an MP4 per episode.
 
 Two protocols set the defaults: "ros" (this project's: held-out init states from 40, 128 px
 renders, the model's own image pipeline) and "libero", the published BitVLA evaluation
-(reference/bitvla.md §6): 256 px renders, every task of the suite, 50 trials per task from init
+(docs/libero.md): 256 px renders, every task of the suite, 50 trials per task from init
 state 0, env seed 0, policy seed 7, the LIBERO image pipeline (JPEG, Lanczos3, TF center crop),
 open-loop chunks of 8, the suite's step limit and the suite name as unnorm key. Anything given
 explicitly overrides them. `in_process` runs the same loop without ROS

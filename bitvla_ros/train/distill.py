@@ -1,4 +1,4 @@
-"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (reference/bitvla.md §3).
+"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (docs/distillation/).
 
 The teacher is the encoder in full precision (quantization off); the student is the same encoder
 with W1.58-A8 linears, initialised from the teacher. The loss is
@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -36,26 +36,9 @@ from bitvla_ros.train import checkpoints
 from bitvla_ros.train.augment import augment
 from bitvla_ros.train.plots import loss_curve
 from bitvla_ros.train.schedule import lr_factor
+from bitvla_ros.train.settings import DistillConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-@dataclass
-class DistillConfig:
-    model: str                # a VLA in the published layout (e.g. trained with a full-precision encoder)
-    output: str
-    images: list[str] = field(default_factory=list)  # image folders and/or recorded datasets
-    dataset: str | list[str] | None = None  # recorded dataset(s): add the task (L1) loss
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 3e-4
-    warmup: int = 100
-    align_weight: float = 1.0
-    task_weight: float = 1.0
-    save_every: int = 500
-    seed: int = 0
-    resume: bool = False
-    eval_images: int = 256
 
 
 # --- teacher, student, losses ----------------------------------------------------------------------
