@@ -168,6 +168,7 @@ def _cmd_demo(args) -> int:
         return 2
     demo = json.loads(card.read_text()) if card.is_file() else {}
     isolate(args.ros_domain_id)
+    from bitvla_ros.model.runtime import RuntimeSettings
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     tasks = args.tasks or demo.get("tasks", [1])
@@ -178,7 +179,7 @@ def _cmd_demo(args) -> int:
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
             seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
-            execute_steps=demo.get("execute_steps", EvalConfig.execute_steps)))
+            execute_steps=RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from bitvla_ros.model import keymap
+from bitvla_ros.model.runtime import copy_runtime
 from bitvla_ros.model.bitvla import BitVLA, cast_parameters
 from bitvla_ros.model.config import BitVLAConfig, ConfigError
 from bitvla_ros.model.safetensors_io import SafetensorsError, load_mmap
@@ -197,6 +198,7 @@ def convert(src: str | Path, dst: str | Path, embedding: str = "int8", dtype: to
         model = load_published(src, dtype=dtype)
         model.to_deploy(backend, embedding=embedding, dtype=dtype)
     save_packed(model, dst, stats=_stats_path(src), tokenizer_dir=_tokenizer_dir(src))
+    copy_runtime(src, dst)
     return model
 
 

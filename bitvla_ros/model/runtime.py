@@ -55,9 +55,23 @@ class RuntimeSettings:
         path.write_text(json.dumps(data, indent=2) + "\n")
         return path
 
+    @classmethod
+    def from_dataset(cls, dataset, execute_steps: int | None = None) -> "RuntimeSettings":
+        """What a model trained on `dataset` runs with: its rate and names."""
+        return cls(execute_steps=execute_steps, control_rate_hz=float(dataset.fps),
+                   action_names=list(dataset.action_names), proprio_names=list(dataset.state_names),
+                   camera_names=list(dataset.camera_names))
+
     def execute_steps_for(self, chunk: int) -> int:
         return min(self.execute_steps or chunk, chunk)
 
     @property
     def rate_hz(self) -> float:
         return float(self.control_rate_hz or DEFAULT_CONTROL_RATE_HZ)
+
+
+def copy_runtime(src: str | Path, dst: str | Path) -> None:
+    """Carry a model folder's runtime.json into a folder made from it (convert, distill)."""
+    path = Path(src) / FILE
+    if path.is_file():
+        RuntimeSettings.load(src).save(dst)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bitvla_ros.model.runtime import copy_runtime
 from bitvla_ros.model.checkpoint import load_published, save_packed, save_published
 from bitvla_ros.model.vision import VisionEncoder
 from bitvla_ros.train import checkpoints
@@ -211,6 +212,7 @@ def distill(cfg: DistillConfig) -> Path:
                    stats=json.loads((Path(cfg.model) / "dataset_statistics.json").read_text()), tokenizer_dir=cfg.model)
     packed = copy.deepcopy(vla_q).eval().to_deploy("reference", dtype=torch.bfloat16)
     save_packed(packed, out, stats=Path(cfg.model) / "dataset_statistics.json", tokenizer_dir=cfg.model)
+    copy_runtime(cfg.model, out)
     print(f"held-out features vs the full-precision teacher: cosine {baseline['cosine']:.4f} -> {final['cosine']:.4f}, "
           f"relative MSE {baseline['relative_mse']:.4f} -> {final['relative_mse']:.4f}; model in {out}")
     return out

@@ -24,6 +24,7 @@ from bitvla_ros.data import EpisodeDataset, chunked_samples, open_datasets
 from bitvla_ros.data.stats import compute_statistics_of
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.checkpoint import load_published, save_packed
+from bitvla_ros.model.runtime import RuntimeSettings
 from bitvla_ros.model.config import BitVLAConfig, preset, with_vocab
 from bitvla_ros.model.normalize import NormStats
 from bitvla_ros.model.processor import BitVLAProcessor
@@ -107,6 +108,7 @@ def train(cfg: TrainConfig) -> Path:
     initial = load_published(cfg.init) if cfg.init else None
     config = initial.config if initial is not None else _model_config(cfg, dataset, tok)
     check_fits(config, dataset)
+    runtime = RuntimeSettings.from_dataset(dataset)  # rate and names of the demonstrations, beside the weights
     processor = BitVLAProcessor(config, tok)
     if rt.main:
         run.mkdir(parents=True, exist_ok=True)
@@ -180,13 +182,15 @@ def train(cfg: TrainConfig) -> Path:
                 if val_loader is not None:
                     record["val_loss"] = _validate(model, val_loader, rt.device)
                     checkpoints.append_metrics(run, record)
-                checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer")
+                saved = checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer")
+                runtime.save(saved)  # a checkpoint distilled or converted later keeps them
                 loss_curve(checkpoints.read_metrics(run), run / "loss.png", title=f"bitvla train: {run.name}")
         epoch += 1
     bar.close()
     out = run / "model"
     if rt.main:
         export_packed(model, out, stats, run / "tokenizer", cfg, step, time.perf_counter() - start)
+        runtime.save(out)
         print(f"done: {step} steps; packed model in {out}; loss curve {run / 'loss.png'}")
     shutdown()
     return out
