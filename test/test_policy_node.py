@@ -221,3 +221,38 @@ def test_float64_multiarray_stream_at_the_control_rate(models, rclpy_context, tm
         assert np.median(np.diff(t)) == pytest.approx(1 / RATE, rel=0.5)  # one action per control tick
     finally:
         robot.close()
+
+
+def test_settings_come_from_the_model_unless_a_parameter_says_otherwise(models, robot, tmp_path):
+    from bitvla_ros.model.runtime import RuntimeSettings
+
+    model = tmp_path / "with_runtime"
+    shutil.copytree(models["a"], model)
+    RuntimeSettings(execute_steps=3, control_rate_hz=RATE, action_names=ACTIONS, proprio_names=PROPRIO).save(model)
+    params = node_params(model, stamp_mode="observation")
+    for name in ("action_names", "proprio_names", "control_rate_hz"):
+        params.pop(name)  # left at "from the model"
+    with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", params, tmp_path) as proc:
+        robot.instruct("put the bowl on the stove")
+        assert robot.spin_until(lambda: len(robot.commands) >= 2, 60), proc.log()
+        assert list(robot.commands[-1].joint_names) == ACTIONS
+        last_index = lambda msg: round(point_times(msg)[-1] * RATE) - 1  # noqa: E731 - chunk index of the last point
+        assert all(last_index(m) == 2 for m in robot.commands)  # execute_steps 3, from runtime.json
+        assert robot.spin_until(lambda: robot.last_status()[1].get("execute_steps") == "3", 10)
+        result = set_param_int(robot, "execute_steps", 5)  # an explicit parameter wins, at run time
+        assert result.successful, result.reason
+        assert robot.spin_until(lambda: robot.last_status()[1].get("execute_steps") == "5", 10)
+        n = len(robot.commands)
+        assert robot.spin_until(lambda: len(robot.commands) >= n + 2, 30)
+        assert last_index(robot.commands[-1]) == 4
+        assert not robot.controller.rejected
+
+
+def set_param_int(robot, name, value):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = robot.node.create_client(SetParameters, "/bitvla_policy/set_parameters")
+    value_msg = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    result = call(robot.executor, client, SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)]))
+    return result.results[0]
