@@ -22,8 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROPRIO_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "finger_left", "finger_right"]
-ACTION_NAMES = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+from bitvla_ros.sim.runner import ACTION_NAMES, PROPRIO_NAMES  # the sim robot's names (record and tests use them)
 
 
 PROTOCOLS = ("ros", "libero")
