@@ -1,4 +1,4 @@
-"""BitNet b1.58 decoder run as BitVLA runs it: one bidirectional pass, no KV cache (§1.3, §1.7).
+"""BitNet b1.58 decoder run as BitVLA runs it: one bidirectional pass, no KV cache (docs/model.md).
 Text generation runs the same layers causally, step by step, with a KVCache (model/kv_cache.py).
 
 Per layer: RMSNorm → q/k/v (GQA, RoPE rotate-half) → attention → attn_sub_norm → o_proj, then

@@ -1,4 +1,4 @@
-"""The published VLM's chat prompt for a question about images (reference/bitvla.md §1.5).
+"""The published VLM's chat prompt for a question about images (docs/vqa.md, "How generation works").
 
 BitVLA's checkpoints carry one chat template: a fixed system sentence, then `Role: content` turns
 each closed by <|eot_id|>, then `Assistant: ` to open the answer. A user turn holds one
