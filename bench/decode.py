@@ -6,13 +6,17 @@ head from the int8 tied embedding. Time to first token is reported twice: the wh
 (vision tower + projector + LLM prefill + head) and the LLM prefill alone on a prompt of the same
 length, which is what the baseline does.
 
-Baseline, same run, same shapes: transformers' BitNetForCausalLM (2560 x 30 layers, vocab 128,264)
-with its packed `BitLinear` (2-bit weights unpacked to bf16 at every call, as the published BitNet
-checkpoint runs in transformers), bf16, greedy `generate` with a streamer that stamps each token.
+Baselines, same run, same shapes: transformers' BitNetForCausalLM (2560 x 30 layers, vocab
+128,264), bf16, greedy `generate` with a streamer that stamps each token, with either linear of
+transformers' BitNet integration:
+  hf-packed    `BitLinear`: 2-bit weights unpacked to bf16 at every call (how the published
+               BitNet checkpoint runs in transformers; about the packed model's memory);
+  hf-unpacked  `AutoBitLinear` (offline): the ternary weights held as bf16 (~4.2 GB), int8
+               activation fake-quant, a bf16 matmul.
 
 Each side runs in its own process, one after the other (the machine's memory is shared).
 
-    .venv/bin/python bench/decode.py [--backends cpu] [--new-tokens 16] [--text-tokens 64] [--skip-hf]
+    .venv/bin/python bench/decode.py [--backends cpu] [--new-tokens 16] [--text-tokens 64] [--baselines ...]
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def child_ours(backend: str, new_tokens: int, text_tokens: int) -> dict:
             "warmup_s": warm_s, "rss_loaded_mb": loaded, "rss_peak_mb": peak_rss_mb()}
 
 
-def child_hf(new_tokens: int, text_tokens: int) -> dict:
+def child_hf(linear: str, new_tokens: int, text_tokens: int) -> dict:
     import torch
     from transformers import BitNetConfig, BitNetForCausalLM
     from transformers.generation.streamers import BaseStreamer
@@ -104,12 +108,17 @@ def child_hf(new_tokens: int, text_tokens: int) -> dict:
                        tie_word_embeddings=True, dtype="bfloat16")
     with torch.device("meta"):
         model = BitNetForCausalLM(cfg).to(torch.bfloat16)  # BitLinear computes in its weights' dtype
-    replace_with_bitnet_linear(model, modules_to_not_convert=["lm_head"], quantization_config=BitNetQuantConfig())
+    quant = BitNetQuantConfig(linear_class="bitlinear") if linear == "hf-packed" else \
+        BitNetQuantConfig(linear_class="autobitlinear", quantization_mode="offline")
+    replace_with_bitnet_linear(model, modules_to_not_convert=["lm_head"], quantization_config=quant)
     gen = torch.Generator().manual_seed(0)
     state = {}
+    ternary = {n + ".weight" for n, m in model.named_modules() if type(m).__name__ == "AutoBitLinear"}
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.dtype == torch.uint8:
             state[name] = _VALID_BYTES[torch.randint(0, len(_VALID_BYTES), tensor.shape, generator=gen)]
+        elif name in ternary:  # ternary values held as bf16
+            state[name] = torch.randint(-1, 2, tensor.shape, generator=gen, dtype=torch.int8).to(torch.bfloat16)
         elif name.endswith("weight_scale"):
             state[name] = torch.full(tensor.shape, 0.02, dtype=torch.bfloat16)
         elif "norm" in name:
@@ -148,7 +157,8 @@ def child_hf(new_tokens: int, text_tokens: int) -> dict:
     run(2)  # warm-up (torch.compile of its activation quantizer)
     warm_s = time.perf_counter() - start
     ttft, steps = run(new_tokens)
-    return {"side": "transformers BitNet (packed BitLinear, bf16)", "prompt_tokens": ids.shape[1], "ttft_s": ttft,
+    side = "transformers BitNet, packed BitLinear" if linear == "hf-packed" else "transformers BitNet, bf16 AutoBitLinear"
+    return {"side": side, "prompt_tokens": ids.shape[1], "ttft_s": ttft,
             "ttft_vqa_s": None, "decode_s": statistics.median(steps), "tokens": len(steps) + 1, "warmup_s": warm_s,
             "rss_loaded_mb": loaded, "rss_peak_mb": peak_rss_mb()}
 
@@ -168,13 +178,14 @@ def main() -> None:
                                                       "at M = 1 on x86; cuda on a GPU)")
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--text-tokens", type=int, default=64, help="question tokens besides the 256 image tokens")
-    p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--baselines", default="hf-packed,hf-unpacked", help="transformers baselines, comma-separated "
+                                                                      "(hf-packed, hf-unpacked); '' for none")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, *rest = args.child
         out = child_ours(rest[0], args.new_tokens, args.text_tokens) if kind == "ours" else \
-            child_hf(args.new_tokens, args.text_tokens)
+            child_hf(kind, args.new_tokens, args.text_tokens)
         print(json.dumps(out))
         return
 
@@ -185,20 +196,19 @@ def main() -> None:
     print(f"full-size BitVLA text generation, greedy, M = 1; {cpu}; {torch.get_num_threads()} threads; "
           f"{args.new_tokens} new tokens per run")
     flags = ["--new-tokens", str(args.new_tokens), "--text-tokens", str(args.text_tokens)]
-    rows = [run_child("ours", b, *flags) for b in args.backends.split(",")]
-    if not args.skip_hf:
-        rows.append(run_child("hf", *flags))
+    ours = [run_child("ours", b, *flags) for b in args.backends.split(",")]
+    hf = [run_child(kind, "-", *flags) for kind in args.baselines.split(",") if kind]
+    rows = ours + hf
     print(f"\n{'':46s} {'prompt':>6s} {'TTFT s':>7s} {'TTFT+vision s':>13s} {'ms/token':>9s} {'tokens/s':>8s} "
           f"{'RSS MB':>7s} {'peak MB':>7s}")
     for r in rows:
         vqa = f"{r['ttft_vqa_s']:.2f}" if r["ttft_vqa_s"] is not None else "-"
         print(f"{r['side']:46s} {r['prompt_tokens']:6d} {r['ttft_s']:7.2f} {vqa:>13s} {r['decode_s'] * 1000:9.1f} "
               f"{1 / r['decode_s']:8.2f} {r['rss_loaded_mb']:7.0f} {r['rss_peak_mb']:7.0f}")
-    if not args.skip_hf:
-        hf = rows[-1]
-        for r in rows[:-1]:
-            print(f"{r['side']} vs transformers: decode {hf['decode_s'] / r['decode_s']:.2f}x faster, "
-                  f"time to first token (LLM prefill) {hf['ttft_s'] / r['ttft_s']:.2f}x faster")
+    for r in ours:
+        for b in hf:
+            print(f"{r['side']} vs {b['side']}: decode {b['decode_s'] / r['decode_s']:.2f}x faster, "
+                  f"time to first token (LLM prefill) {b['ttft_s'] / r['ttft_s']:.2f}x faster")
     print("(TTFT: question in -> first token; decode: median time per later token; random packed weights)")
 
 
