@@ -14,7 +14,8 @@ transformers' BitNet integration:
   hf-unpacked  `AutoBitLinear` (offline): the ternary weights held as bf16 (~4.2 GB), int8
                activation fake-quant, a bf16 matmul.
 
-Each side runs in its own process, one after the other (the machine's memory is shared).
+Each side runs in its own process, one after the other (the machine's memory is shared), with
+fp32 denormals flushed to zero (random weights produce them; they slow every side).
 
     .venv/bin/python bench/decode.py [--backends cpu] [--new-tokens 16] [--text-tokens 64] [--baselines ...]
 """
@@ -45,7 +46,7 @@ def _prompt_ids(config, text_tokens: int, images: int, seed: int = 0):
     return torch.tensor([ids])
 
 
-def child_ours(backend: str, new_tokens: int, text_tokens: int) -> dict:
+def child_ours(backend: str, new_tokens: int, text_tokens: int, repeats: int) -> dict:
     import torch
 
     from common import peak_rss_mb, random_deploy_model, rss_mb
@@ -78,15 +79,21 @@ def child_ours(backend: str, new_tokens: int, text_tokens: int) -> dict:
     list(generate_ids(model.llm, head, model.llm.embed_tokens(ids[:, :8]).to(model.dtype),
                       GenerationSettings(max_new_tokens=2)))  # warm-up: kernels prepared, head materialized
     warm_s = time.perf_counter() - start
-    ttft_vqa, steps_vqa = run(with_vision=True)
-    ttft_llm, steps_llm = run(with_vision=False)
-    steps = steps_vqa + steps_llm
-    return {"side": f"ours ({model.backend_name})", "prompt_tokens": ids.shape[1], "ttft_s": ttft_llm,
-            "ttft_vqa_s": ttft_vqa, "decode_s": statistics.median(steps), "tokens": len(steps) + 2,
+    ttft_vqa, ttft_llm, steps = [], [], []
+    for _ in range(repeats):  # interleaved, so that a burst of load on the shared machine hits both
+        first, later = run(with_vision=True)
+        ttft_vqa.append(first)
+        steps += later
+        first, later = run(with_vision=False)
+        ttft_llm.append(first)
+        steps += later
+    return {"side": f"ours ({model.backend_name})", "prompt_tokens": ids.shape[1],
+            "ttft_s": statistics.median(ttft_llm), "ttft_vqa_s": statistics.median(ttft_vqa),
+            "decode_s": statistics.median(steps), "tokens": len(steps) + 2 * repeats,
             "warmup_s": warm_s, "rss_loaded_mb": loaded, "rss_peak_mb": peak_rss_mb()}
 
 
-def child_hf(linear: str, new_tokens: int, text_tokens: int) -> dict:
+def child_hf(linear: str, new_tokens: int, text_tokens: int, repeats: int) -> dict:
     import torch
     from transformers import BitNetConfig, BitNetForCausalLM
     from transformers.generation.streamers import BaseStreamer
@@ -156,10 +163,15 @@ def child_hf(linear: str, new_tokens: int, text_tokens: int) -> dict:
     start = time.perf_counter()
     run(2)  # warm-up (torch.compile of its activation quantizer)
     warm_s = time.perf_counter() - start
-    ttft, steps = run(new_tokens)
+    ttft, steps = [], []
+    for _ in range(repeats):
+        first, later = run(new_tokens)
+        ttft.append(first)
+        steps += later
+    ttft = statistics.median(ttft)
     side = "transformers BitNet, packed BitLinear" if linear == "hf-packed" else "transformers BitNet, bf16 AutoBitLinear"
     return {"side": side, "prompt_tokens": ids.shape[1], "ttft_s": ttft,
-            "ttft_vqa_s": None, "decode_s": statistics.median(steps), "tokens": len(steps) + 1, "warmup_s": warm_s,
+            "ttft_vqa_s": None, "decode_s": statistics.median(steps), "tokens": len(steps) + repeats, "warmup_s": warm_s,
             "rss_loaded_mb": loaded, "rss_peak_mb": peak_rss_mb()}
 
 
@@ -180,12 +192,19 @@ def main() -> None:
     p.add_argument("--text-tokens", type=int, default=64, help="question tokens besides the 256 image tokens")
     p.add_argument("--baselines", default="hf-packed,hf-unpacked", help="transformers baselines, comma-separated "
                                                                       "(hf-packed, hf-unpacked); '' for none")
+    p.add_argument("--repeats", type=int, default=3, help="runs per side (medians); hf-packed runs once, it is "
+                                                           "minutes per run")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        # Random weights make tiny activations whose fp32 denormals cost several times the
+        # compute on x86 (seen: 6x on our prefill); flush them on every side alike.
+        import torch
+
+        torch.set_flush_denormal(True)
         kind, *rest = args.child
-        out = child_ours(rest[0], args.new_tokens, args.text_tokens) if kind == "ours" else \
-            child_hf(kind, args.new_tokens, args.text_tokens)
+        out = child_ours(rest[0], args.new_tokens, args.text_tokens, args.repeats) if kind == "ours" else \
+            child_hf(kind, args.new_tokens, args.text_tokens, args.repeats)
         print(json.dumps(out))
         return
 
@@ -194,10 +213,11 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     print(f"full-size BitVLA text generation, greedy, M = 1; {cpu}; {torch.get_num_threads()} threads; "
-          f"{args.new_tokens} new tokens per run")
+          f"{args.new_tokens} new tokens per run, {args.repeats} runs per side (hf-packed: 1), medians")
     flags = ["--new-tokens", str(args.new_tokens), "--text-tokens", str(args.text_tokens)]
-    ours = [run_child("ours", b, *flags) for b in args.backends.split(",")]
-    hf = [run_child(kind, "-", *flags) for kind in args.baselines.split(",") if kind]
+    repeats = lambda kind: ["--repeats", str(1 if kind == "hf-packed" else args.repeats)]  # noqa: E731
+    ours = [run_child("ours", b, *flags, *repeats("ours")) for b in args.backends.split(",")]
+    hf = [run_child(kind, "-", *flags, *repeats(kind)) for kind in args.baselines.split(",") if kind]
     rows = ours + hf
     print(f"\n{'':46s} {'prompt':>6s} {'TTFT s':>7s} {'TTFT+vision s':>13s} {'ms/token':>9s} {'tokens/s':>8s} "
           f"{'RSS MB':>7s} {'peak MB':>7s}")
