@@ -13,7 +13,7 @@ def test_every_field_survives_a_round_trip_through_config_json():
                      weight_bits=32, act_bits=32)
     text = replace(base.text, vocab_size=130000, hidden_size=1024, intermediate_size=2048, num_hidden_layers=3,
                    num_attention_heads=16, num_key_value_heads=4, rope_theta=1e4, rms_norm_eps=1e-6,
-                   max_position_embeddings=1024)
+                   max_position_embeddings=1024, tie_word_embeddings=False)
     cfg = replace(base, vision=vision, text=text, tokens=replace(base.tokens, pad=base.tokens.pad + 100),
                   num_images=3, action_chunk=4, action_dim=6, proprio_dim=9, use_proprio=False,
                   action_head_blocks=3, center_crop=True, image_pipeline="libero", vision_feature_layer=-2)
