@@ -353,16 +353,16 @@ def test_tiny_model_cuda_backend_matches_reference(monkeypatch, report):
 
 
 @not_in_child
-def test_graph_forward_eager_equals_model_forward():
-    """The capturable re-expression of BitVLA.forward is the same computation (CPU, reference)."""
+def test_graph_forward_captures_the_models_own_device_part():
+    """One forward pass in the code: the graph captures BitVLA.forward_at, which forward runs eagerly."""
     model, batch = _tiny_model_and_batch("cpu")
-    gf = BitVLAGraphForward(model)
     with torch.no_grad():
-        assert torch.equal(gf.eager(**batch), model(**batch))
+        assert torch.equal(model.forward_at(**model.token_positions(**batch)), model(**batch))
         ids = batch["input_ids"].clone()
         ids[0, -2] = model.config.tokens.eot  # one action slot fewer
         with pytest.raises(ValueError, match="action slots"):
-            gf.eager(**dict(batch, input_ids=ids))
+            model.token_positions(**dict(batch, input_ids=ids))
+    assert not hasattr(BitVLAGraphForward, "device_forward"), "the graph path has its own copy of the forward again"
 
 
 @not_in_child
