@@ -70,13 +70,13 @@ def backend_reason(name: str, device: str | torch.device = "cpu") -> str:
     dev = torch.device(device).type
     chosen = get_backend(name, device)
     about = getattr(chosen, "describe", None)
-    detail = f" ({about(dev)})" if about is not None else ""
+    detail = f": {about(dev)}" if about is not None else ""
     if name != "auto":
-        return f"{chosen.name}{detail}: requested"
+        return f"requested{detail}"
     passed = [f"{c}: " + ("available, not chosen" if _available(_BACKENDS[c], dev) else
                           _unavailable_reason(_BACKENDS[c], dev))
               for c in AUTO_ORDER[:AUTO_ORDER.index(chosen.name)] if _auto_on(_BACKENDS[c], dev)]
-    return f"auto -> {chosen.name}{detail} on {dev}" + (f"; passed over {'; '.join(passed)}" if passed else "")
+    return f"auto for {dev} tensors{detail}" + (f"; passed over {'; '.join(passed)}" if passed else "")
 
 
 def get_backend(name: str = "auto", device: str | torch.device = "cpu"):

@@ -94,7 +94,7 @@ class CudaBackend:
                 _kernels()
             except Exception as e:  # noqa: BLE001
                 return False, f"triton is not importable: {type(e).__name__}: {e}"
-            return True, f"Triton {triton.__version__} interpreter (TRITON_INTERPRET=1), kernels on CPU tensors"
+            return True, f"Triton {triton.__version__} interpreter on CPU tensors (TRITON_INTERPRET=1)"
         if not torch.cuda.is_available():
             return False, f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})"
         try:
@@ -133,7 +133,7 @@ class CudaBackend:
 
     @classmethod
     def describe(cls, device_type: str = "cuda") -> str:
-        return "Triton W2A8 on " + cls.status()[1]
+        return "Triton W2A8, " + cls.status()[1]
 
     # --- protocol ----------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ def gpu_name(index: int) -> str:
 
 def _no_cuda() -> str:
     build = torch.version.cuda
-    return f"torch {torch.__version__} sees no CUDA GPU" + ("" if build else " (a CPU-only build)")
+    return f"torch {torch.__version__} sees no CUDA GPU" + ("" if build else ", being a CPU-only build")
 
 
 def resolve_device(setting: str | torch.device | None = "auto") -> DeviceChoice:
@@ -41,7 +41,7 @@ def resolve_device(setting: str | torch.device | None = "auto") -> DeviceChoice:
         if torch.cuda.is_available():
             index = torch.cuda.current_device()
             return DeviceChoice(torch.device("cuda", index), f"auto: CUDA GPU cuda:{index} ({gpu_name(index)})")
-        return DeviceChoice(torch.device("cpu"), f"auto: CPU ({_no_cuda()})")
+        return DeviceChoice(torch.device("cpu"), f"auto: {_no_cuda()}, so the CPU")
     try:
         device = torch.device(text)
     except RuntimeError:

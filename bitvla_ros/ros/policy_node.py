@@ -35,6 +35,8 @@ from bitvla_ros.ros.qos import LATCHED, subscribe_sensor
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
     Param("backend", "auto", "ternary kernel backend: auto, cuda, cpu, int8 or reference"),
+    Param("device", "auto", "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda "
+          "or cuda:N"),
     Param("unnorm_key", "", "dataset statistics key used to un-normalize actions ('' = the only one)"),
     Param("center_crop", "auto", "crop the central 90% of each image before resizing: auto (as the model was "
           "trained), true or false"),
@@ -66,10 +68,11 @@ PARAMS = [
     Param("dry_run", False, "run the policy and report, but publish no commands"),
     Param("diagnostics_rate_hz", 1.0, "rate of /diagnostics status messages", read_only=True),
 ]
-SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline")
+SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline", "device")
 LIMIT_PARAMS = ("action_lower", "action_upper", "max_step_delta")
 
-def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto"):
+def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto",
+                   device: str = "auto"):
     from bitvla_ros.model.predict import BitVLAPredictor  # torch loads with the first model, not at import
 
     crop = {"auto": None, "true": True, "false": False}.get(str(center_crop).lower())
@@ -80,7 +83,7 @@ def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: 
         raise ValueError(f"image_pipeline must be auto, siglip or libero, got {image_pipeline!r}")
     return BitVLAPredictor.from_pretrained(Path(model_path).expanduser(), backend=backend,
                                            unnorm_key=unnorm_key or None, center_crop=crop,
-                                           image_pipeline=None if pipeline == "auto" else pipeline)
+                                           image_pipeline=None if pipeline == "auto" else pipeline, device=device)
 
 
 class PolicyNode(Node):
@@ -107,10 +110,11 @@ class PolicyNode(Node):
         self._model_label = ""
         if p["model_path"]:
             try:
-                self.runner.stage(load_predictor(p["model_path"], p["backend"], p["unnorm_key"], p["center_crop"],
-                                                 p["image_pipeline"]))
+                predictor = load_predictor(p["model_path"], p["backend"], p["unnorm_key"], p["center_crop"],
+                                           p["image_pipeline"], p["device"])
+                self.runner.stage(predictor)
                 self._model_label = p["model_path"]
-                self.get_logger().info(f"loaded {p['model_path']} (backend {self.runner.status()['backend']})")
+                self.get_logger().info(f"loaded {p['model_path']}: {predictor.summary()}")
             except Exception as e:  # noqa: BLE001 - report and keep running without a policy
                 self.get_logger().error(f"could not load model_path {p['model_path']!r}: {e}; "
                                         "no commands until a model loads (set model_path)")
@@ -228,7 +232,7 @@ class PolicyNode(Node):
             start = time.perf_counter()
             try:
                 predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"],
-                                           cfg["image_pipeline"])
+                                           cfg["image_pipeline"], cfg["device"])
                 self.runner.stage(predictor)
             except Exception as e:  # noqa: BLE001 - any load failure rejects the change
                 reason = f"kept the running policy: {type(e).__name__}: {e}"
@@ -254,7 +258,9 @@ class PolicyNode(Node):
         if self.runner.predictor is None:
             level, message = DiagnosticStatus.ERROR, "no model loaded"
         fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+        chosen = self.runner.predictor.describe() if hasattr(self.runner.predictor, "describe") else {}
         values = {"model": self._model_label, "backend": s["backend"], "dry_run": self.get_parameter("dry_run").value,
+                  **{k: chosen.get(k) for k in ("device", "device_reason", "backend_reason", "forward")},
                   "latency_p50_s": s["latency_p50_s"], "latency_p95_s": s["latency_p95_s"],
                   "observation_age_s": s["observation_age_s"], "chunks_published": s["chunks_published"],
                   "queued_actions": s["queued_actions"], "clamped_commands": s["clamped_commands"],
