@@ -242,3 +242,74 @@ def test_policy_node_on_the_cuda_backend_publishes_the_reference_actions(packed,
     assert "device cpu" in log and "backend cuda" in log, log[-2000:]
     report(f"policy_node, backend cuda in the Triton interpreter: first chunk equal to the reference; "
            f"/diagnostics device={values['device']} forward={values['forward']}")
+
+
+@not_in_child
+def test_bitvla_info_reports_the_device_and_backend_it_chose_and_why(capsys):
+    from bitvla_ros.cli import main
+
+    assert main(["info", "--preset", "tiny", "--device", "cpu", "--backend", "reference"]) == 0
+    out = capsys.readouterr().out
+    assert "device 'cpu' -> cpu (requested: cpu)" in out
+    assert "backend 'reference' -> reference (requested" in out
+    if not HAS_CUDA:
+        assert main(["info", "--preset", "tiny"]) == 0
+        out = capsys.readouterr().out
+        assert "device 'auto' -> cpu (auto: " in out and "no CUDA GPU" in out
+        assert "(auto for cpu tensors" in out
+        assert main(["info", "--preset", "tiny", "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@not_in_child
+def test_a_failed_graph_capture_falls_back_to_eager_for_good():
+    from bitvla_ros.model.cuda_graph import GRAPH
+
+    model = tiny.model(0).to_deploy("reference")
+    batch = tiny.processor()([IMAGE, IMAGE], INSTRUCTION, np.zeros(8))
+    forward = DeployedForward(model)
+
+    class FailingCapture:
+        calls = 0
+
+        def replay(self, positions):
+            FailingCapture.calls += 1
+            raise CUDAGraphUnavailable("capture failed (as a host sync inside the forward would make it)")
+
+    forward._graph, forward.mode = FailingCapture(), GRAPH  # what a CUDA model has before its first capture
+    with torch.no_grad():
+        want = model(**batch)
+        assert torch.equal(forward(**batch), want)
+        assert forward.mode == EAGER and "capture failed" in forward.reason
+        assert torch.equal(forward(**batch), want) and FailingCapture.calls == 1
+
+
+@not_in_child
+def test_one_graph_serves_every_prompt_of_the_same_token_count():
+    """Graphs are keyed on the device part's input signature: the token count, not the text."""
+    from bitvla_ros.model.cuda_graph import CUDAGraphRunner
+
+    model, proc = tiny.model(0), tiny.processor()
+    sig = lambda text: CUDAGraphRunner.signature(  # noqa: E731
+        model.token_positions(**proc([IMAGE, IMAGE], text, np.zeros(8))))
+    a, longer, same = INSTRUCTION, "open the top drawer of the cabinet", "turn on the stove"
+    assert len(proc.prompt_ids(longer)) != len(proc.prompt_ids(a)) and sig(longer) != sig(a)  # a new capture
+    assert len(proc.prompt_ids(same)) == len(proc.prompt_ids(a)) and sig(same) == sig(a)  # the same graph
+
+
+gpu_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@gpu_only
+def test_on_a_gpu_the_predictor_replays_cuda_graphs_captured_at_load(packed):
+    from bitvla_ros.model.cuda_graph import GRAPH
+
+    graphed = BitVLAPredictor.from_pretrained(packed, device="auto")
+    d = graphed.describe()
+    assert d["device"].startswith("cuda") and d["forward"] == GRAPH and graphed.forward.num_graphs == 1
+    eager = BitVLAPredictor.from_pretrained(packed, backend=d["backend"], device=d["device"], cuda_graphs=False)
+    for instruction in (INSTRUCTION, "open the top drawer of the cabinet"):
+        got = graphed.predict([IMAGE, IMAGE], instruction, STATE)
+        want = eager.predict([IMAGE, IMAGE], instruction, STATE)
+        np.testing.assert_allclose(got.normalized, want.normalized, rtol=1e-3, atol=1e-4)
+    assert graphed.forward.num_graphs >= 2  # the second prompt length was captured on its first chunk
