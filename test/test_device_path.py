@@ -13,9 +13,6 @@ everywhere), the graph-or-eager choice and the CUDA backend order, none of which
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +25,8 @@ from bitvla_ros.model.checkpoint import convert
 from bitvla_ros.model.cuda_graph import EAGER, CUDAGraphUnavailable, DeployedForward
 from bitvla_ros.model.device import DeviceError, resolve_device
 from bitvla_ros.model.predict import BitVLAPredictor
+from triton_child import run_in_triton_interpreter, triton_importable
 
-REPO = Path(__file__).resolve().parent.parent
 CHILD_FLAG = "BITVLA_DEVICE_PATH_CHILD"
 IN_CHILD = os.environ.get(CHILD_FLAG) == "1"
 HAS_CUDA = torch.cuda.is_available()
@@ -51,14 +48,6 @@ def packed(tmp_path_factory):
     return convert(tiny.write_published_checkpoint(root / "pub", tiny.model(0)), root / "packed") and root / "packed"
 
 
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
 # --------------------------------------------------------------------------------------------
 # the interpreter child: predict() on the cuda backend, bit for bit
 # --------------------------------------------------------------------------------------------
@@ -67,16 +56,7 @@ def _triton_importable() -> bool:
 @not_in_child
 @pytest.mark.skipif(HAS_CUDA, reason="with a GPU the Triton kernels run compiled (test_kernels_triton.py)")
 def test_device_path_in_triton_interpreter(report):
-    if not _triton_importable():
-        pytest.skip("triton is not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1", **{CHILD_FLAG: "1"})
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    tail = (r.stdout[-6000:] + "\n" + r.stderr[-3000:]).strip()
-    assert r.returncode == 0, f"interpreter run failed (rc {r.returncode}):\n{tail}"
-    summary = [ln for ln in r.stdout.splitlines() if " passed" in ln or " failed" in ln]
-    assert summary and " passed" in summary[-1] and "failed" not in summary[-1], tail
-    report(f"Triton interpreter child: {summary[-1]}")
+    report(f"Triton interpreter child: {run_in_triton_interpreter(__file__, CHILD_FLAG)}")
 
 
 @in_child
@@ -221,7 +201,7 @@ def robot(rclpy_context):
 @pytest.mark.skipif(HAS_CUDA, reason="with a GPU, bench/gpu_check.sh runs the node on it")
 def test_policy_node_on_the_cuda_backend_publishes_the_reference_actions(packed, robot, tmp_path, monkeypatch,
                                                                          report):
-    if not _triton_importable():
+    if not triton_importable():
         pytest.skip("triton is not installed")
     want = BitVLAPredictor.from_pretrained(packed, backend="reference", device="cpu").predict(
         [IMAGE, IMAGE], INSTRUCTION, STATE).actions
