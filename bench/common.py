@@ -162,7 +162,7 @@ def ros_isolation() -> None:
         os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
 
 
-def tiny_model_folder(directory: Path, seed: int = 0, config: BitVLAConfig | None = None) -> Path:
+def random_model_folder(directory: Path, seed: int = 0, config: BitVLAConfig | None = None) -> Path:
     """A packed BitVLA folder (random weights, a tokenizer, statistics) for node benchmarks: the
     tiny model, or with ``config`` (e.g. bitvla_3b()) that size built directly in deploy form
     (random packed codes, no float weight) at its own vocabulary size."""
@@ -170,13 +170,15 @@ def tiny_model_folder(directory: Path, seed: int = 0, config: BitVLAConfig | Non
 
     from bitvla_ros.model.checkpoint import save_packed
     from bitvla_ros.model.config import tiny, with_vocab
-    from bitvla_ros.model.tokenizer import build_tokenizer, save_tokenizer, token_ids, vocab_size
+    from bitvla_ros.model.tokenizer import SYSTEM_PROMPT, build_tokenizer, save_tokenizer, token_ids, vocab_size
 
-    tok = build_tokenizer(["put the bowl on the stove", "open the drawer"], vocab_size=300)
+    texts = ["put the bowl on the stove", "open the drawer"]
     if config is None:
+        tok = build_tokenizer(texts, vocab_size=300)
         torch.manual_seed(seed)
         model = BitVLA(with_vocab(tiny(), vocab_size(tok), token_ids(tok))).to_deploy("reference")
-    else:
+    else:  # the system prompt learnt too: about the published prompt's token count (~640 vs 626)
+        tok = build_tokenizer([SYSTEM_PROMPT, "User: ", "Assistant: ", *texts], vocab_size=1000)
         model = random_deploy_model(with_vocab(config, config.text.vocab_size, token_ids(tok)), seed=seed)
     stat = lambda n: {k: v.tolist() for k, v in {"mean": np.zeros(n), "std": np.ones(n), "min": -np.ones(n),  # noqa: E731
                                                   "max": np.ones(n), "q01": -np.ones(n), "q99": np.ones(n)}.items()}

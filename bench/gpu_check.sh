@@ -156,12 +156,12 @@ main() {
     return 0
   fi
 
-  run_stage env 60 "$PY" bench/gpu_check.py env
-  run_stage correct 60 "$PY" bench/gpu_check.py correct --reps 1
-  run_stage kernels 90 "$PY" bench/gpu_check.py kernels
-  run_stage model 140 "$PY" bench/gpu_check.py model
-  run_stage node 170 "$PY" bench/gpu_check.py node --seconds 20
-  run_stage report 30 "$PY" bench/gpu_check.py report
+  run_stage env 45 "$PY" bench/gpu_check.py env
+  run_stage correct 45 "$PY" bench/gpu_check.py correct --reps 1
+  run_stage kernels 80 "$PY" bench/gpu_check.py kernels
+  run_stage model 130 "$PY" bench/gpu_check.py model
+  run_stage node 200 "$PY" bench/gpu_check.py node --seconds 15
+  run_stage report 20 "$PY" bench/gpu_check.py report
   if (( HAS_PYTEST )); then
     # -W default: report warnings instead of failing on them (this machine's torch/triton versions
     # may differ from the pinned ones and warn about things the project's own runs do not see).

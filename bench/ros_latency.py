@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ros_isolation, tiny_model_folder
+from common import ros_isolation, random_model_folder
 
 
 def _status_kb(pid: int, field: str) -> int | None:
@@ -67,7 +67,7 @@ def measure(model: str | None = None, backend: str = "auto", device: str = "auto
     from bitvla_ros.ros.conversions import rgb_to_image
 
     tmp = Path(tempfile.mkdtemp(prefix="bitvla-latency-"))
-    model = model or str(tiny_model_folder(tmp / "model"))
+    model = model or str(random_model_folder(tmp / "model"))
     params = {"bitvla_policy": {"ros__parameters": {
         "model_path": model, "backend": backend, "device": device, "image_topics": ["cam0", "cam1"],
         "proprio_names": [f"p{i}" for i in range(8)], "action_names": [f"a{i}" for i in range(7)],

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ros_isolation, tiny_model_folder
+from common import ros_isolation, random_model_folder
 from gpu_stages.context import Context, say
 
 
@@ -31,7 +31,7 @@ def run(ctx: Context, seconds: float | None = None) -> int:
     name = ctx.model_preset()
     root = Path(tempfile.mkdtemp(prefix="bitvla-gpu-node-", dir=ctx.out_dir))
     t0 = time.perf_counter()
-    folder = tiny_model_folder(root / name, config=None if name == "tiny" else preset(name))
+    folder = random_model_folder(root / name, config=None if name == "tiny" else preset(name))
     size = sum(f.stat().st_size for f in folder.iterdir())
     say(f"{name}: packed folder with random codes written in {time.perf_counter() - t0:.1f} s ({size / 2**30:.2f} GiB)")
     # auto = what a user gets; on a CPU dry run the Triton interpreter stands in for the GPU kernels.
