@@ -110,7 +110,7 @@ def measure(model: str | None = None, backend: str = "auto", device: str = "auto
         joints.publish(js)
 
     node.create_timer(1.0 / rate, publish)
-    gpu_peak, rss_hwm_kb, first_chunk_s = None, None, None
+    gpu_peak, rss_hwm_kb, first_chunk_s, first = None, None, None, []
     try:
         start = time.monotonic()
         while time.monotonic() - start < load_timeout_s and not latencies and node_proc.poll() is None:
@@ -119,7 +119,7 @@ def measure(model: str | None = None, backend: str = "auto", device: str = "auto
         first = latencies[:1]
         latencies.clear()  # the first chunk may include one-time work
         start, sampled = time.monotonic(), 0.0
-        while latencies is not None and time.monotonic() - start < seconds and first:
+        while first and time.monotonic() - start < seconds:
             rclpy.spin_once(node, timeout_sec=0.05)
             if time.monotonic() - sampled >= 1.0:
                 sampled = time.monotonic()
@@ -140,6 +140,7 @@ def measure(model: str | None = None, backend: str = "auto", device: str = "auto
     ms = np.array(latencies) * 1e3
     result = {"chunks": len(ms), "seconds": seconds, "rate_hz": rate, "image_size": image_size,
               "model": model, "first_chunk_after_start_s": first_chunk_s,
+              "first_chunk_e2e_ms": first[0] * 1e3 if first else None,  # a new prompt length is captured here
               "e2e_p50_ms": float(np.percentile(ms, 50)), "e2e_p95_ms": float(np.percentile(ms, 95)),
               "e2e_max_ms": float(ms.max()), "host_rss_peak_mb": None if rss_hwm_kb is None else rss_hwm_kb / 1024,
               "gpu_memory_peak_mb_nvidia_smi": gpu_peak,

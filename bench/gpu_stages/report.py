@@ -67,6 +67,8 @@ def table(summary: dict, dry_run: bool) -> list[str]:
         lines.append(f"{tag + ' e2e p50 / p95 (ms)':56s} {_fmt(r['e2e_p50_ms']) + ' / ' + _fmt(r['e2e_p95_ms']):>12s}")
         lines.append(f"{'  inference p50 / p95 (ms)':56s} "
                      f"{_fmt(r.get('inference_p50_ms')) + ' / ' + _fmt(r.get('inference_p95_ms')):>12s}")
+        lines.append(f"{'  first chunk e2e (ms; includes a capture for a new length)':56s} "
+                     f"{_fmt(r.get('first_chunk_e2e_ms')):>12s}")
         lines.append(f"{'  host RSS peak / GPU memory nvidia-smi (MB)':56s} "
                      f"{_fmt(r.get('host_rss_peak_mb')) + ' / ' + _fmt(r.get('gpu_memory_peak_mb_nvidia_smi')):>12s}")
     lines.append(f"{'kernel correctness failures':56s} {summary['correct_failures']:>12d}")
