@@ -21,16 +21,16 @@ from bitvla_ros.model.config import preset
 
 
 def stage_times(model, batch) -> dict[str, float]:
-    """One forward split into vision (+projector), LLM and read-out/head."""
+    """One forward split into vision (+projector, embedding), LLM and read-out/head: the model's
+    own pieces of BitVLA.forward, timed one after the other."""
     t0 = time.perf_counter()
-    embeds, action_mask = model.embed_inputs(batch["input_ids"], batch["pixel_values"], batch.get("proprio"))
+    pos = model.token_positions(**batch)
+    embeds = model.embed_at(pos["input_ids"], pos["pixel_values"], pos["image_pos"], pos.get("proprio"),
+                            pos.get("proprio_pos"))
     t1 = time.perf_counter()
-    hidden = model.llm(embeds, batch["attention_mask"])
+    hidden = model.llm(embeds, pos["attention_mask"])
     t2 = time.perf_counter()
-    cfg = model.config
-    slots = action_mask.nonzero()[:, 1].view(1, cfg.num_action_slots)
-    idx = (slots - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-    model.action_head(hidden.gather(1, idx).reshape(1, cfg.action_chunk, -1))
+    model.read_out(hidden, pos["read_pos"])
     t3 = time.perf_counter()
     return {"vision+embed": t1 - t0, "llm": t2 - t1, "head": t3 - t2}
 

@@ -20,6 +20,8 @@ def _cmd_info(args) -> int:
     import torch
 
     from bitvla_ros.kernels import AUTO_ORDER, available_backends, backend_names, get_backend
+    from bitvla_ros.kernels.registry import backend_reason
+    from bitvla_ros.model.device import resolve_device
     from bitvla_ros.model.checkpoint import CheckpointError, checkpoint_format
     from bitvla_ros.model.config import BitVLAConfig, ConfigError, preset
     from bitvla_ros.model.inventory import format_inventory, inventory
@@ -47,9 +49,17 @@ def _cmd_info(args) -> int:
     print(format_inventory(inventory(config, embedding=args.embedding)))
     print(f"(packed: ternary linears at 2 bits + an fp32 scale each, token embedding {args.embedding}, rest bf16)")
     print()
-    chosen = get_backend(args.backend).name
-    print(f"kernel backends: {', '.join(backend_names())}; available here: {', '.join(available_backends())}")
-    print(f"backend '{args.backend}' -> {chosen} (auto order: {' > '.join(AUTO_ORDER)}); "
+    try:
+        device = resolve_device(args.device)
+        chosen = get_backend(args.backend, device.device).name
+        why = backend_reason(args.backend, device.device)
+    except (ValueError, RuntimeError) as e:  # incl. DeviceError
+        print(f"bitvla info: {e}", file=sys.stderr)
+        return 2
+    print(f"kernel backends: {', '.join(backend_names())}; available on {device.device.type}: "
+          f"{', '.join(available_backends(device.device))}")
+    print(f"device '{args.device}' -> {device.device} ({device.reason})")
+    print(f"backend '{args.backend}' -> {chosen} ({why}; auto order: {' > '.join(AUTO_ORDER)}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
     if args.model:
@@ -129,7 +139,7 @@ def _cmd_eval(args) -> int:
     try:
         run_evaluation(EvalConfig(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks,
                                   episodes=args.episodes, init_start=args.init_start, seed=args.seed,
-                                  backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
+                                  backend=args.backend, device=args.device, image_size=args.image_size, unnorm_key=args.unnorm_key,
                                   max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
                                   in_process=args.in_process, policy_threads=args.policy_threads,
                                   execute_steps=args.execute_steps))
@@ -178,7 +188,8 @@ def _cmd_demo(args) -> int:
         result = run_evaluation(EvalConfig(
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
-            seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
+            seed=demo.get("eval_seed", 1), backend=args.backend, device=args.device,
+            image_size=demo.get("sim_image_size", 128),
             execute_steps=RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
@@ -200,6 +211,9 @@ def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episo
     p.add_argument("--ros-domain-id", type=int, default=None, help="ROS domain (default: a random one)")
 
 
+_DEVICE_HELP = "where the policy runs: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitvla", description="BitVLA for ROS 2: inspect, convert, run.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -209,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--preset", default="bitvla-3b", help="a built-in size (bitvla-3b, tiny)")
     src.add_argument("--model", help="a model folder (published master weights or packed)")
     info.add_argument("--backend", default="auto", help="kernel backend to resolve (default: auto)")
+    info.add_argument("--device", default="auto", help=_DEVICE_HELP)
     info.add_argument("--embedding", default="int8", choices=["int8", "float"], help="embedding storage when packed")
     info.set_defaults(func=_cmd_info)
 
@@ -253,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--in-process", action="store_true",
                     help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
     ev.add_argument("--backend", default="auto")
+    ev.add_argument("--device", default="auto", help=_DEVICE_HELP)
     ev.add_argument("--unnorm-key", default="")
     ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
@@ -277,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--episodes", type=int, default=1, help="episodes per task")
     dm.add_argument("--offset", type=int, default=0, help="start this many init states into the held-out ones")
     dm.add_argument("--backend", default="auto")
+    dm.add_argument("--device", default="auto", help=_DEVICE_HELP)
     dm.add_argument("--ros-domain-id", type=int, default=None)
     dm.set_defaults(func=_cmd_demo)
     return p

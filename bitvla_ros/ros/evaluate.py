@@ -40,6 +40,7 @@ class EvalConfig:
     init_start: int | None = None
     seed: int | None = None           # env seed
     backend: str = "auto"
+    device: str = "auto"              # where the policy runs: auto, cpu, cuda, cuda:N
     image_size: int | None = None
     unnorm_key: str = ""
     center_crop: str = "auto"
@@ -93,7 +94,8 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         "image_size": cfg.image_size, "mode": "lockstep", "max_steps": cfg.max_steps, "reset_on_start": False,
         "video_dir": str(out / "videos") if cfg.video else ""}, out / "logs")
     policy = NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", {
-        "model_path": str(Path(cfg.model).expanduser()), "backend": cfg.backend, "unnorm_key": cfg.unnorm_key,
+        "model_path": str(Path(cfg.model).expanduser()), "backend": cfg.backend, "device": cfg.device,
+        "unnorm_key": cfg.unnorm_key,
         "center_crop": cfg.center_crop, "image_pipeline": cfg.image_pipeline, "seed": cfg.policy_seed,
         "use_sim_time": True, "image_topics": ["agentview/image_raw", "wrist/image_raw"],
         "proprio_names": PROPRIO_NAMES, "action_names": ACTION_NAMES, "command_type": "joint_trajectory",
@@ -113,7 +115,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         status = driver.diagnostics["bitvla_policy"]
         if status.get("message") == "no model loaded":
             raise RuntimeError(f"the policy node could not load {cfg.model}:\n{policy.log_tail()}")
-        log(f"policy up (backend {status.get('backend')}); evaluating {cfg.suite} tasks {cfg.tasks}, "
+        log(f"policy up (backend {status.get('backend')}, device {status.get('device')}); evaluating {cfg.suite} tasks {cfg.tasks}, "
             f"{cfg.episodes} episodes each from init state {cfg.init_start} ({cfg.protocol} protocol)")
         _note_jpeg_decoder(cfg, log)
         for task in cfg.tasks:
@@ -166,9 +168,9 @@ def _run_in_process(cfg: EvalConfig, log=print) -> dict:
     crop = {"auto": None, "true": True, "false": False}[str(cfg.center_crop).lower()]
     predictor = BitVLAPredictor.from_pretrained(
         Path(cfg.model).expanduser(), backend=cfg.backend, unnorm_key=cfg.unnorm_key or None, center_crop=crop,
-        image_pipeline=None if cfg.image_pipeline == "auto" else cfg.image_pipeline)
+        image_pipeline=None if cfg.image_pipeline == "auto" else cfg.image_pipeline, device=cfg.device)
     backend = getattr(predictor.model, "backend_name", None) or cfg.backend
-    log(f"model loaded in process (backend {backend}, image pipeline {predictor.processor.image_pipeline}, "
+    log(f"model loaded in process ({predictor.summary()}; image pipeline {predictor.processor.image_pipeline}, "
         f"unnorm key {predictor.stats.key}); evaluating {cfg.suite} tasks {cfg.tasks}, {cfg.episodes} episodes "
         f"each from init state {cfg.init_start} ({cfg.protocol} protocol)")
     _note_jpeg_decoder(cfg, log)

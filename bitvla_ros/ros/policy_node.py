@@ -43,6 +43,8 @@ FROM_MODEL = "from the model's runtime.json"
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
     Param("backend", "auto", "ternary kernel backend", choices=("auto", "cuda", "cpu", "int8", "reference")),
+    Param("device", "auto", "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda "
+          "or cuda:N"),
     Param("unnorm_key", "", "dataset statistics key used to un-normalize actions ('' = the only one)"),
     Param("center_crop", "auto", "crop the central 90% of each image before resizing: auto (as the model was "
           "trained), true or false", choices=("auto", "true", "false")),
@@ -80,6 +82,8 @@ PARAMS = [
     Param("stamp_mode", "zero", "JointTrajectory header.stamp: zero (start at the controller's next update; needs "
           "no shared clock), now (the present), or observation (the observation's stamp; points timed from it)",
           choices=STAMP_MODES),
+    Param("latency_compensation", True, "drop the actions of a chunk whose control slot passed while the model "
+          "ran; false times each chunk from its arrival instead (stop and go: for a model slower than its chunk)"),
     Param("input_reliability", "best_effort", "camera and joint-state subscriptions: best_effort (any publisher) "
           "or reliable (every sample; needs reliable publishers)", read_only=True, choices=tuple(INPUT_RELIABILITY)),
     Param("max_observation_age_s", 0.5, "refuse observations whose oldest input is older than this",
@@ -93,19 +97,20 @@ PARAMS = [
     Param("dry_run", False, "run the policy and report, but publish no commands"),
     Param("diagnostics_rate_hz", 1.0, "rate of /diagnostics status messages", read_only=True, limits=(0.01, 100.0)),
 ]
-SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline")
+SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline", "device")
 LIMIT_PARAMS = ("action_lower", "action_upper", "max_step_delta")
 SCHEDULE_PARAMS = ("execute_steps", "prefetch_steps", "chunk_join", "blend_steps")
 
 
-def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto"):
+def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto",
+                   device: str = "auto"):
     from bitvla_ros.model.predict import BitVLAPredictor  # torch loads with the first model, not at import
 
     crop = {"auto": None, "true": True, "false": False}[str(center_crop).lower()]
     pipeline = str(image_pipeline).lower()
     return BitVLAPredictor.from_pretrained(Path(model_path).expanduser(), backend=backend,
                                            unnorm_key=unnorm_key or None, center_crop=crop,
-                                           image_pipeline=None if pipeline == "auto" else pipeline)
+                                           image_pipeline=None if pipeline == "auto" else pipeline, device=device)
 
 
 def warm_up(predictor) -> float:
@@ -144,7 +149,7 @@ def resolve_settings(p: dict, runtime: RuntimeSettings) -> PolicySettings:
         blend_frozen=named(p["blend_frozen"]), max_observation_age_s=p["max_observation_age_s"],
         command_type=p["command_type"], stamp_mode=p["stamp_mode"], lower=p["action_lower"],
         upper=p["action_upper"], max_step_delta=p["max_step_delta"], hold_command=p["hold_command"],
-        start_enabled=p["start_enabled"])
+        start_enabled=p["start_enabled"], latency_compensation=p["latency_compensation"])
 
 
 class PolicyInterface:
@@ -260,7 +265,7 @@ class PolicyInterface:
         runtime = check_model_folder(cfg["model_path"])
         self._check_runtime(runtime)
         predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"],
-                                   cfg["image_pipeline"])
+                                   cfg["image_pipeline"], cfg["device"])
         self.runner.check(predictor)
         warm = warm_up(predictor)
         self.runtime = runtime
@@ -268,8 +273,9 @@ class PolicyInterface:
             self._set_schedule(execute_steps=runtime.execute_steps or self.runner.settings.execute_steps)
         self.runner.stage(predictor)
         self.model_label = cfg["model_path"]
-        self.log.info(f"loaded {cfg['model_path']} in {time.perf_counter() - start:.2f} s (warm-up {warm:.2f} s, "
-                      f"backend {getattr(predictor.model, 'backend_name', '?')}); it takes over before the next chunk")
+        summary = predictor.summary() if hasattr(predictor, "summary") else ""
+        self.log.info(f"loaded {cfg['model_path']} in {time.perf_counter() - start:.2f} s (warm-up {warm:.2f} s): "
+                      f"{summary}; it takes over before the next chunk")
 
     def load_in_background(self, cfg: dict, previous: dict | None) -> None:
         """Load on the loader thread; on failure keep the running policy and put back `previous`."""
@@ -360,6 +366,8 @@ class PolicyInterface:
             self.runner.set_hold_command(changes["hold_command"])
         if "stamp_mode" in changes:
             self.runner.set_stamp_mode(changes["stamp_mode"])
+        if "latency_compensation" in changes:
+            self.runner.settings.latency_compensation = bool(changes["latency_compensation"])
         if any(n in changes for n in SCHEDULE_PARAMS):
             self._set_schedule(execute_steps=self.values["execute_steps"] or self.runtime.execute_steps
                                or self.runner.settings.execute_steps,
@@ -394,7 +402,10 @@ class PolicyInterface:
             level = DiagnosticStatus.ERROR
             message = f"loading {self.loading}" if self.loading else "no model loaded"
         fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+        predictor = self.runner.predictor
+        chosen = predictor.describe() if hasattr(predictor, "describe") else {}  # device, backend, forward: why
         values = {"model": self.model_label, "loading": self.loading, "last_load_error": self.last_load_error,
+                  **{k: chosen.get(k) for k in ("device", "device_reason", "backend_reason", "forward")},
                   "dry_run": self.node.get_parameter("dry_run").value,
                   "control_rate_hz": self.runner.settings.control_rate_hz,
                   **{k: v for k, v in s.items() if k not in ("enabled", "rejected")},
