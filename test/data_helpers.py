@@ -17,7 +17,7 @@ import numpy as np
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitvla_ros.data import DatasetWriter, rebuild_meta  # noqa: E402
+from bitvla_ros.data import DatasetWriter, DatasetWriterV21, rebuild_meta  # noqa: E402
 
 CAMERAS = ["agentview", "wrist"]
 STATE_NAMES = [f"joint{i}" for i in range(7)] + ["gripper_pos"]
@@ -43,10 +43,12 @@ def episode(seed: int, length: int) -> list[tuple[dict, np.ndarray, np.ndarray]]
     return frames
 
 
-def make_writer(root, **kw) -> DatasetWriter:
+def make_writer(root, layout: str = "v2.1", **kw):
+    """A small writer: v2.1 (DatasetWriterV21, PNG images) or v3.0 (DatasetWriter; video unless video=False)."""
     args = dict(fps=FPS, camera_names=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES,
                 robot_type="panda", image_format="png", action_mask=MASK, dataset_name="toy_no_noops")
-    return DatasetWriter(root, **{**args, **kw})
+    cls = DatasetWriterV21 if layout == "v2.1" else DatasetWriter
+    return cls(root, **{**args, **kw})
 
 
 def record(writer: DatasetWriter, seed: int, length: int, task: str | None = None) -> int:

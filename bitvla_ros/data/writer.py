@@ -1,4 +1,6 @@
-"""DatasetWriter: records episodes into a LeRobot v2.1 dataset, one episode at a time, atomically.
+"""DatasetWriterV21: records episodes into a LeRobot v2.1 dataset, one episode at a time, atomically.
+
+(DatasetWriter, in v3.py, writes the v3.0 layout and is the default; it shares the frame checks here.)
 
 A crash (even kill -9) at any moment loses at most the episode in progress:
 - frames are held in memory (images already encoded, so it stays small) until save_episode();
@@ -39,7 +41,7 @@ class _Episode:
     shapes: dict[str, list[int]] = field(default_factory=dict)  # image shapes fixed by this episode's first frame
 
 
-class DatasetWriter:
+class DatasetWriterV21:
     def __init__(self, root: str | Path, fps: float, camera_names: Sequence[str], state_names: Sequence[str],
                  action_names: Sequence[str], robot_type: str = "", image_format: str = "jpeg",
                  jpeg_quality: int = 95, action_mask: Sequence[bool] | None = None, dataset_name: str | None = None):
@@ -142,13 +144,18 @@ class DatasetWriter:
         elif not (isinstance(timestamp, (int, float, np.number)) and math.isfinite(timestamp)):
             raise ValueError(f"timestamp is {timestamp!r}; expected seconds since the episode start, or None")
         self._check_images(images, ep)
-        encoded = {cam: encode_image(images[cam], self._format, self._quality) for cam in schema.camera_names}
-        for cam, data in encoded.items():
-            ep.images[cam].append(data)
+        self._store_images(ep, images)
+        for cam in schema.camera_names:
             ep.shapes.setdefault(cam, list(images[cam].shape))
         ep.states.append(s)
         ep.actions.append(a)
         ep.timestamps.append(float(timestamp))
+
+    def _store_images(self, ep: _Episode, images: Mapping[str, np.ndarray]) -> None:
+        """Keep the frame's images (encoded, so an episode in memory stays small)."""
+        encoded = {cam: encode_image(images[cam], self._format, self._quality) for cam in self._state.schema.camera_names}
+        for cam, data in encoded.items():
+            ep.images[cam].append(data)
 
     def _check_images(self, images: Mapping[str, np.ndarray], ep: _Episode) -> None:
         cams = self._state.schema.camera_names
@@ -213,7 +220,7 @@ class DatasetWriter:
         finally:
             self._lock.release()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

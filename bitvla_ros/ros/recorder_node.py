@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
-from bitvla_ros.data.writer import DatasetWriter
+from bitvla_ros.data.v3 import DatasetWriter
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
 from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
