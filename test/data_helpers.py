@@ -1,7 +1,7 @@
 """Shared pieces of the dataset tests: deterministic episodes, a small writer, meta checks.
 
-Run as a script it is the crash child: `python data_helpers.py MODE ROOT` writes two episodes,
-starts a third and pauses at the point MODE names (printing PAUSED), waiting to be killed.
+Run as a script it is the crash child: `python data_helpers.py MODE ROOT [LAYOUT]` writes two
+episodes, starts a third and pauses at the point MODE names (printing PAUSED), waiting to be killed.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def _pause() -> None:
     time.sleep(60)
 
 
-def _crash_child(mode: str, root: str) -> None:
-    writer = make_writer(root)
+def _crash_child(mode: str, root: str, layout: str = "v2.1") -> None:
+    writer = make_writer(root, layout)
     record(writer, 0, 9)
     record(writer, 1, 10)
     writer.start_episode("task 2")
@@ -93,29 +93,37 @@ def _crash_child(mode: str, root: str) -> None:
     for images, state, action in frames[:5]:
         writer.add_frame(images, state, action)
     if mode == "add_frame":
+        import bitvla_ros.data.video as video
         import bitvla_ros.data.writer as w
-        real = w.encode_image
         calls = []
 
-        def encode_then_pause(*args, **kwargs):  # the first camera encoded, the second not
-            calls.append(1)
-            if len(calls) == 2:
-                _pause()
-            return real(*args, **kwargs)
+        def then_pause(real):
+            def call(*args, **kwargs):  # the first camera stored, the second not
+                calls.append(1)
+                if len(calls) == 2:
+                    _pause()
+                return real(*args, **kwargs)
+            return call
 
-        w.encode_image = encode_then_pause
+        w.encode_image = then_pause(w.encode_image)
+        video.ClipEncoder.add = then_pause(video.ClipEncoder.add)
         writer.add_frame(*frames[5])
         return
     for images, state, action in frames[5:]:
         writer.add_frame(images, state, action)
     real_replace = os.replace
+    data = "episode_000002.parquet" if layout == "v2.1" else "file-000.parquet"
+    episodes = "episodes.jsonl" if layout == "v2.1" else "file-000.parquet"
 
     def replace(src, dst):
-        name = Path(dst).name
-        if mode == "before_data" and name == "episode_000002.parquet":
+        dst = Path(dst)
+        name = dst.name if layout == "v2.1" else f"{dst.parent.parent.name}/{dst.name}"
+        is_data = name in (data, f"data/{data}")
+        is_episodes = name in (episodes, f"episodes/{episodes}")
+        if mode == "before_data" and is_data:
             _pause()
         real_replace(src, dst)
-        if (mode, name) in {("after_data", "episode_000002.parquet"), ("after_episodes", "episodes.jsonl")}:
+        if (mode == "after_data" and is_data) or (mode == "after_episodes" and is_episodes):
             _pause()
 
     os.replace = replace
@@ -123,5 +131,5 @@ def _crash_child(mode: str, root: str) -> None:
 
 
 if __name__ == "__main__":
-    _crash_child(sys.argv[1], sys.argv[2])
+    _crash_child(*sys.argv[1:])
     sys.exit("the child was not stopped where it should pause")

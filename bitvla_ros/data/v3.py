@@ -61,15 +61,16 @@ class DatasetWriter(DatasetWriterV21):
                  action_names: Sequence[str], robot_type: str = "", video: bool = True,
                  video_codec: str = DEFAULT_CODEC, video_crf: int = DEFAULT_CRF, video_gop: int = DEFAULT_GOP,
                  image_format: str = "jpeg", jpeg_quality: int = 95, action_mask: Sequence[bool] | None = None,
-                 dataset_name: str | None = None, data_file_mb: float = DATA_FILE_MB):
+                 dataset_name: str | None = None, data_file_mb: float | None = None):
         """Open (or create) the v3.0 dataset at ``root``; an existing one is appended to.
 
         ``video`` stores cameras as MP4 (H.264 by default; ``video_crf`` quality, ``video_gop``
         keyframe interval), else as ``image_format`` images inside the data files. The other
-        arguments are DatasetWriterV21's; ``data_file_mb`` is the size at which a new data file starts.
+        arguments are DatasetWriterV21's; ``data_file_mb`` is the size at which a new data file starts
+        (None: the dataset's own setting, else LeRobot's 100 MB).
         """
         check_video_settings(video_codec, video_crf, video_gop)
-        if not (isinstance(data_file_mb, (int, float)) and data_file_mb > 0):
+        if data_file_mb is not None and not (isinstance(data_file_mb, (int, float)) and data_file_mb > 0):
             raise ValueError(f"data_file_mb is {data_file_mb!r}; expected a positive size in MB (LeRobot: 100)")
         self._video, self._codec, self._crf, self._gop = bool(video), video_codec, int(video_crf), int(video_gop)
         self._data_mb = data_file_mb
@@ -109,6 +110,8 @@ class DatasetWriter(DatasetWriterV21):
                                    f"convert {root} NEW_ROOT` and record into NEW_ROOT (or append with "
                                    "DatasetWriterV21)")
             state, where = self._load(info)
+            if self._data_mb is None:
+                self._data_mb = info.get("data_files_size_in_mb") or DATA_FILE_MB
             if not state.episodes:
                 state, where = default, []
             else:
@@ -121,6 +124,8 @@ class DatasetWriter(DatasetWriterV21):
                     raise DatasetError(f"cannot append to {root}, it was recorded differently: "
                                        f"{'; '.join(problems)}. Use the same settings (None keeps the dataset's "
                                        "name and mask), or a new root")
+        if self._data_mb is None:
+            self._data_mb = DATA_FILE_MB
         self._where = where
         self._restore_files(state, where)
         self._write_meta(state, where)

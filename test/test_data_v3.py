@@ -1,0 +1,289 @@
+"""DatasetWriter (LeRobot v3.0): files and columns as LeRobot lays them out, video frames, several
+episodes per data file, appending, discarding, kill -9 and full-disk safety, recovery."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bitvla_ros.data import DatasetError, DatasetWriteError, DatasetWriter, EpisodeDataset
+from data_helpers import ACTION_NAMES, CAMERAS, FPS, MASK, STATE_NAMES, episode, make_writer, record
+
+HERE = Path(__file__).resolve().parent
+
+
+def v3_writer(root, **kw):
+    return make_writer(root, "v3.0", **kw)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    root = Path(root)
+    files = [*root.glob("meta/**/*"), root / "dataset_statistics.json"]
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(files) if p.is_file()}
+
+
+def assert_consistent(root: Path) -> dict:
+    """info agrees with meta/episodes and the files; a writer opening it changes nothing; returns info."""
+    root = Path(root)
+    info = json.loads((root / "meta/info.json").read_text())
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    rows = sum(pq.read_metadata(p).num_rows for p in root.glob("data/*/*.parquet"))
+    assert info["total_episodes"] == len(episodes)
+    assert info["total_frames"] == sum(e["length"] for e in episodes) == rows
+    for e in episodes:
+        assert e["dataset_to_index"] - e["dataset_from_index"] == e["length"]
+    assert not list(root.rglob("*.partial"))
+    clips = sorted(root.glob("videos/*/*/*.mp4"))
+    assert len(clips) == (len(episodes) * len(CAMERAS) if info["video_path"] else 0)
+    before = snapshot(root)
+    with v3_writer(root, action_mask=None, dataset_name=None, video=bool(info["video_path"])):
+        pass
+    assert snapshot(root) == before
+    return info
+
+
+def assert_episode_equal(dataset, index, seed, length, tolerance=0.0):
+    frames = dataset.frames(index)
+    expected = episode(seed, length)
+    assert len(frames) == length
+    np.testing.assert_array_equal(frames.state, np.stack([s for _, s, _ in expected]).astype(np.float32))
+    np.testing.assert_array_equal(frames.action, np.stack([a for _, _, a in expected]).astype(np.float32))
+    np.testing.assert_allclose(frames.timestamp, np.arange(length) / FPS, rtol=1e-6)
+    for t in (0, length - 1):
+        for cam in CAMERAS:
+            diff = np.abs(frames.image(cam, t).astype(int) - expected[t][0][cam])
+            assert diff.mean() <= tolerance, (cam, t, diff.mean())
+
+
+def test_video_round_trip_and_lerobot_files(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root) as w:
+        assert [record(w, seed, 5 + seed) for seed in range(3)] == [0, 1, 2]
+    d = EpisodeDataset(root)
+    assert d.version == "v3.0" and [e.length for e in d.episodes] == [5, 6, 7] and d.tasks == ["task 0", "task 1"]
+    for seed in range(3):
+        assert_episode_equal(d, seed, seed, 5 + seed, tolerance=6)
+    info = assert_consistent(root)
+    assert info["codebase_version"] == "v3.0" and info["fps"] == FPS and info["chunks_size"] == 1000
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (3, 18, 2)
+    assert info["data_files_size_in_mb"] == 100 and info["video_files_size_in_mb"] == 500
+    cam = info["features"]["observation.images.wrist"]
+    assert cam["dtype"] == "video" and cam["shape"] == [32, 40, 3] and cam["names"] == ["height", "width", "channels"]
+    assert cam["info"]["video.codec"] == "h264" and cam["info"]["video.pix_fmt"] == "yuv420p"
+    assert cam["info"]["video.fps"] == FPS and cam["info"]["has_audio"] is False
+    assert info["features"]["observation.state"] == {"dtype": "float32", "shape": [8], "names": STATE_NAMES}
+    assert info["features"]["action"]["names"] == ACTION_NAMES
+
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet")  # three episodes in one data file
+    assert data.column("index").to_pylist() == list(range(18))
+    assert data.column("episode_index").to_pylist() == [0] * 5 + [1] * 6 + [2] * 7
+    assert data.column("frame_index").to_pylist()[5:8] == [0, 1, 2]
+    np.testing.assert_allclose(data.column("timestamp").to_numpy()[:5], np.arange(5) / FPS, rtol=1e-6)
+    assert "observation.images.wrist" not in data.column_names  # frames are in the clips
+    assert data.schema.field("action").type == pa.list_(pa.float32(), 7)
+
+    eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert eps[1]["tasks"] == ["task 1"] and eps[1]["length"] == 6
+    assert (eps[1]["dataset_from_index"], eps[1]["dataset_to_index"]) == (5, 11)
+    assert (eps[2]["data/chunk_index"], eps[2]["data/file_index"]) == (0, 0)
+    assert eps[2]["videos/observation.images.wrist/file_index"] == 2
+    assert eps[2]["videos/observation.images.wrist/to_timestamp"] == pytest.approx(0.7)
+    assert eps[0]["meta/episodes/chunk_index"] == 0
+    first = np.array([a for _, _, a in episode(0, 5)], np.float32).astype(np.float64)
+    np.testing.assert_allclose(eps[0]["stats/action/mean"], first.mean(0), rtol=1e-9)
+    assert np.asarray(eps[0]["stats/observation.images.wrist/mean"]).shape == (3, 1, 1)
+
+    tasks = pq.read_table(root / "meta/tasks.parquet")
+    assert tasks.column("task").to_pylist() == ["task 0", "task 1"]
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]  # LeRobot: the task is the index
+    stats = json.loads((root / "meta/stats.json").read_text())
+    assert stats["action"]["count"] == [18] and np.asarray(stats["observation.images.agentview"]["std"]).shape == (3, 1, 1)
+    assert json.loads((root / "dataset_statistics.json").read_text())["toy_no_noops"]["action"]["mask"] == MASK
+
+
+def test_video_frames_read_in_any_order(tmp_path):
+    root = tmp_path / "ds"
+    _, state, action = episode(0, 1)[0]
+    flat = [np.full((32, 40, 3), 12 * t, np.uint8) for t in range(20)]  # frames far apart: no neighbour is close
+    with v3_writer(root, video_gop=4) as w:
+        w.start_episode("flat")
+        for im in flat:
+            w.add_frame({cam: im for cam in CAMERAS}, state, action)
+        w.save_episode()
+    frames = EpisodeDataset(root).frames(0)
+    in_order = [frames.image("wrist", t) for t in range(20)]
+    nearest = [int(np.argmin([np.abs(im.astype(int) - f).mean() for f in flat])) for im in in_order]
+    assert nearest == list(range(20))  # each decoded frame is its own, not a neighbour
+    for t in [19, 0, 7, 8, 3, 15, 2, 2, 11]:  # seeking back and forth gives the same frames
+        np.testing.assert_array_equal(frames.image("wrist", t), in_order[t])
+    with pytest.raises(IndexError, match="out of range"):
+        frames.image("wrist", 20)
+
+
+def test_images_in_parquet_are_exact(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root, video=False) as w:
+        record(w, 0, 4)
+        record(w, 1, 3)
+    d = EpisodeDataset(root)
+    assert_episode_equal(d, 0, 0, 4)
+    assert_episode_equal(d, 1, 1, 3)
+    table = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    assert table.schema.field("observation.images.wrist").type == pa.struct([("bytes", pa.binary()),
+                                                                             ("path", pa.string())])
+    assert json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]["observation.images.wrist"] == {
+        "_type": "Image"}
+    info = assert_consistent(root)
+    assert info["video_path"] is None and info["features"]["observation.images.wrist"]["dtype"] == "image"
+    assert not list(root.glob("videos/**/*.mp4"))
+
+
+def test_a_full_data_file_starts_the_next(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root, data_file_mb=1e-6) as w:  # every file is "full" after one episode
+        for seed in range(3):
+            record(w, seed, 4 + seed)
+    assert sorted(p.name for p in root.glob("data/chunk-000/*")) == ["file-000.parquet", "file-001.parquet",
+                                                                     "file-002.parquet"]
+    d = EpisodeDataset(root)
+    for seed in range(3):
+        assert_episode_equal(d, seed, seed, 4 + seed, tolerance=6)
+    assert pq.read_table(root / "data/chunk-000/file-002.parquet").column("index").to_pylist() == [9, 10, 11, 12, 13, 14]
+    assert_consistent(root)
+
+
+def test_appends_and_refuses_other_features(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root) as w:
+        record(w, 0, 4)
+    with v3_writer(root, action_mask=None, dataset_name=None) as w:
+        assert w.num_episodes == 1 and record(w, 1, 5) == 1
+    d = EpisodeDataset(root)
+    assert [e.length for e in d.episodes] == [4, 5] and d.name == "toy_no_noops" and d.action_mask == MASK
+    assert_episode_equal(d, 1, 1, 5, tolerance=6)
+    for change, words in [(dict(video=False), "stored as video"), (dict(fps=20), "fps"),
+                          (dict(dataset_name="other"), "dataset_name")]:
+        with pytest.raises(DatasetError, match=words):
+            v3_writer(root, **change)
+    with DatasetWriter.reopen(root) as w:
+        assert w.num_episodes == 2
+    assert_consistent(root)
+
+
+def test_a_v21_dataset_is_not_appended_to(tmp_path):
+    with make_writer(tmp_path / "old") as w:
+        record(w, 0, 3)
+    with pytest.raises(DatasetError, match="v2.1 dataset; convert it first with `bitvla dataset convert"):
+        v3_writer(tmp_path / "old")
+
+
+def test_discard_leaves_nothing(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root) as w:
+        record(w, 0, 3)
+        before = snapshot(root)
+        w.start_episode("dropped")
+        for frame in episode(2, 4):
+            w.add_frame(*frame)
+        assert list(root.rglob("*.partial"))  # the clips being written
+        w.discard_episode()
+        assert snapshot(root) == before and not list(root.rglob("*.partial"))
+        w.start_episode("dropped by close")
+        w.add_frame(*episode(2, 1)[0])
+    assert snapshot(root) == before
+    assert "dropped" not in EpisodeDataset(root).tasks
+    assert_consistent(root)
+
+
+# --- crashes and full disk ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, finished", [
+    ("add_frame", 2),       # killed while storing a frame of episode 3 (its clips half written)
+    ("before_data", 2),     # clips in place, the data file rewritten under its temp name
+    ("after_data", 2),      # the data file holds episode 3's rows, meta/episodes does not name them yet
+    ("after_episodes", 3),  # committed; stats and info.json not yet updated
+])
+def test_kill_9_loses_at_most_the_episode_in_progress(tmp_path, mode, finished):
+    root = tmp_path / "ds"
+    child = subprocess.Popen([sys.executable, str(HERE / "data_helpers.py"), mode, str(root), "v3.0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line == "PAUSED\n", f"the child did not reach its pause: {line!r} {child.stderr.read()}"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+
+    d = EpisodeDataset(root)  # a reader copes before any writer has recovered
+    assert len(d) == finished
+    assert_episode_equal(d, 1, 1, 10, tolerance=6)
+    if mode == "after_data":
+        assert pq.read_metadata(root / "data/chunk-000/file-000.parquet").num_rows == 30  # rows past the commit
+
+    with v3_writer(root) as w:  # recovery: temp files, stray rows and clips gone
+        assert w.num_episodes == finished
+        record(w, 7, 4, task="after the crash")
+    d = EpisodeDataset(root)
+    assert len(d) == finished + 1
+    assert_episode_equal(d, 0, 0, 9, tolerance=6)
+    if finished == 3:
+        assert_episode_equal(d, 2, 2, 11, tolerance=6)
+    assert_episode_equal(d, finished, 7, 4, tolerance=6)
+    assert d.episodes[finished].task == "after the crash"
+    assert_consistent(root)
+
+
+def no_space(where=lambda dst: True):
+    real = os.replace
+
+    def replace(src, dst):
+        if where(str(dst)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+
+    return replace
+
+
+@pytest.mark.parametrize("part, then", [("data/", "retry"), ("meta/episodes", "retry"), ("meta/episodes", "discard"),
+                                        ("videos/", "retry"), ("videos/", "discard")])
+def test_full_disk_then_retry_or_discard(tmp_path, monkeypatch, part, then):
+    root = tmp_path / "ds"
+    w = v3_writer(root)
+    record(w, 0, 4)
+    before = snapshot(root)
+    w.start_episode("task 1")
+    for frame in episode(1, 5):
+        w.add_frame(*frame)
+    monkeypatch.setattr(os, "replace", no_space(lambda dst: part in dst))
+    with pytest.raises(DatasetWriteError, match="ENOSPC") as info:
+        w.save_episode()
+    assert part.rstrip("/") in str(info.value)
+    assert w.recording and len(EpisodeDataset(root)) == 1  # readers still see the finished episode only
+    if part == "meta/episodes":  # tasks.parquet goes before the commit: the new task is listed, unused
+        before.pop("meta/tasks.parquet")
+        assert EpisodeDataset(root).tasks == ["task 0", "task 1"]
+    assert {k: v for k, v in snapshot(root).items() if k in before} == before
+    monkeypatch.undo()
+    if then == "retry":
+        assert w.save_episode() == 1
+    else:
+        w.discard_episode()
+    w.close()
+    d = EpisodeDataset(root)
+    assert len(d) == (2 if then == "retry" else 1)
+    if then == "retry":
+        assert_episode_equal(d, 1, 1, 5, tolerance=6)
+    assert_consistent(root)
