@@ -1,4 +1,4 @@
-"""The `bitvla` command. Subcommands: info, convert (more arrive with later capabilities)."""
+"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo, dataset, import-bag."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def _cmd_record(args) -> int:
     from bitvla_ros.ros.record import RecordConfig, run_recording
 
     run_recording(RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
-                               init_start=args.init_start, seed=args.seed, image_size=args.image_size))
+                               init_start=args.init_start, seed=args.seed, image_size=args.image_size,
+                               layout=args.layout, video=not args.no_video))
     return 0
 
 
@@ -189,6 +190,23 @@ def _cmd_demo(args) -> int:
     print(f"\nbitvla demo: success {total['successes']}/{total['trials']}; policy chunk latency p50 "
           f"{result['policy_chunk_latency']['p50_ms']} ms; wall time {result['wall_s']:.0f} s; "
           f"videos and plot in {args.output}")
+    return 0
+
+
+def _cmd_dataset(args) -> int:
+    from bitvla_ros.data import DatasetError, EpisodeDataset
+    from bitvla_ros.data.tools import convert, describe
+
+    try:
+        if args.verb == "info":
+            print(describe(EpisodeDataset(args.root)))
+            return 0
+        result = convert(args.src, args.dst, video=not args.no_video)
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"bitvla dataset {args.verb}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} (LeRobot v3.0): {result['episodes']} episodes, {result['frames']} frames in "
+          f"{result['seconds']:.1f} s")
     return 0
 
 
@@ -273,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",
                          description="sim_node (expert) + recorder_node over DDS; failed episodes are discarded.")
     rec.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    rec.add_argument("--layout", default="v3.0", choices=["v3.0", "v2.1"], help="dataset layout (LeRobot reads v3.0)")
+    rec.add_argument("--no-video", action="store_true", help="v3.0: images inside the parquet files, not MP4")
     _sim_arguments(rec, init_start=0, seed=0, episodes=40)
     rec.set_defaults(func=_cmd_record)
 
@@ -316,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--backend", default="auto")
     dm.add_argument("--ros-domain-id", type=int, default=None)
     dm.set_defaults(func=_cmd_demo)
+    ds = sub.add_parser("dataset", help="inspect a dataset, or convert one to LeRobot v3.0")
+    verbs = ds.add_subparsers(dest="verb", required=True)
+    di = verbs.add_parser("info", help="episodes, frames, fps, features and tasks of a dataset (v3.0 or v2.1)")
+    di.add_argument("root", help="dataset folder")
+    dc = verbs.add_parser("convert", help="copy a dataset (v2.1 or v3.0) into a new LeRobot v3.0 dataset")
+    dc.add_argument("src", help="dataset folder to read")
+    dc.add_argument("dst", help="new folder for the v3.0 dataset")
+    dc.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ds.set_defaults(func=_cmd_dataset)
     return p
 
 

@@ -287,3 +287,27 @@ def test_full_disk_then_retry_or_discard(tmp_path, monkeypatch, part, then):
     if then == "retry":
         assert_episode_equal(d, 1, 1, 5, tolerance=6)
     assert_consistent(root)
+
+
+def test_dataset_convert_and_info_commands(tmp_path, capsys):
+    from bitvla_ros.cli import main
+
+    with make_writer(tmp_path / "old") as w:  # v2.1, PNG
+        record(w, 0, 5)
+        record(w, 1, 6)
+    assert main(["dataset", "convert", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+    assert main(["dataset", "convert", str(tmp_path / "old"), str(tmp_path / "new")]) == 2  # not over a dataset
+    assert "not empty" in capsys.readouterr().err
+    d = EpisodeDataset(tmp_path / "new")
+    assert d.version == "v3.0" and d.name == "toy_no_noops" and d.action_mask == MASK and d.tasks == ["task 0", "task 1"]
+    assert_episode_equal(d, 1, 1, 6, tolerance=6)
+    assert_consistent(tmp_path / "new")
+    assert main(["dataset", "convert", str(tmp_path / "old"), str(tmp_path / "flat"), "--no-video"]) == 0
+    assert_episode_equal(EpisodeDataset(tmp_path / "flat"), 0, 0, 5)  # PNG stays lossless
+    capsys.readouterr()
+    assert main(["dataset", "info", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "LeRobot v3.0, 2 episodes, 11 frames at 10 fps" in out
+    assert "observation.images.wrist: video [32, 40, 3]  (h264, yuv420p)" in out and "1: 'task 1' (1 episodes)" in out
+    assert main(["dataset", "info", str(tmp_path / "nothing")]) == 2
+    assert "meta/info.json is missing" in capsys.readouterr().err

@@ -347,3 +347,19 @@ def _pixel_stats(acc: list) -> dict:
     std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
     shape = lambda v: np.asarray(v, np.float64).reshape(3, 1, 1).tolist()  # noqa: E731
     return {"min": shape(lo), "max": shape(hi), "mean": shape(mean), "std": shape(std), "count": [int(n)]}
+
+
+LAYOUTS = (V3, "v2.1")
+
+
+def open_writer(root: str | Path, layout: str = V3, video: bool = True, video_codec: str = DEFAULT_CODEC,
+                video_crf: int = DEFAULT_CRF, video_gop: int = DEFAULT_GOP, data_file_mb: float | None = None,
+                **common) -> DatasetWriterV21:
+    """A writer of ``layout``: v3.0 (DatasetWriter, the default) or v2.1 (DatasetWriterV21, which
+    ignores the video and file-size settings). ``common`` are the arguments both take."""
+    if layout == V3:
+        return DatasetWriter(root, video=video, video_codec=video_codec, video_crf=video_crf, video_gop=video_gop,
+                             data_file_mb=data_file_mb, **common)
+    if layout == "v2.1":
+        return DatasetWriterV21(root, **common)
+    raise ValueError(f"dataset layout is {layout!r}; expected one of {LAYOUTS} (v3.0 is what LeRobot reads)")

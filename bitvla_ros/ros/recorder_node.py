@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
-from bitvla_ros.data.v3 import DatasetWriter
+from bitvla_ros.data.v3 import open_writer
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
 from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
@@ -54,7 +54,17 @@ PARAMS = [
           "or reliable (every sample; needs reliable publishers)", read_only=True),
     Param("max_observation_age_s", 0.5, "skip a frame whose oldest input is older than this"),
     Param("image_size", 0, "store images resized to this square size (0 = as received)", read_only=True),
-    Param("image_format", "jpeg", "jpeg or png (lossless) inside the parquet files", read_only=True),
+    Param("dataset_layout", "v3.0", "v3.0 (LeRobot's current layout) or v2.1 (one parquet file per episode)",
+          read_only=True),
+    Param("video", True, "v3.0: store cameras as MP4 (small); false: as images inside the parquet files",
+          read_only=True),
+    Param("video_codec", "libx264", "libx264 (H.264, read everywhere), libsvtav1 (AV1, smaller) or hevc",
+          read_only=True),
+    Param("video_crf", 23, "video quality: 0 lossless .. 51 worst (H.264: 18 is near-transparent)", read_only=True),
+    Param("video_gop", 2, "keyframe interval: 2 = any frame decodes after at most one other (fast training reads)",
+          read_only=True),
+    Param("data_file_mb", 100.0, "v3.0: a data file takes episodes until it is this large", read_only=True),
+    Param("image_format", "jpeg", "jpeg or png (lossless) for images inside the parquet files", read_only=True),
     Param("jpeg_quality", 95, "JPEG quality", read_only=True),
     Param("episode_topic", "", "optional std_msgs/String topic taking start / stop / discard ('' = off)",
           read_only=True),
@@ -83,10 +93,12 @@ class RecorderNode(Node):
         mask = mask * len(self.action_names) if len(mask) == 1 else mask
         proprio = [n for n in p["proprio_names"] if n]
         self.session = RecordingSession(
-            lambda: DatasetWriter(os.path.expanduser(p["dataset_dir"]), fps=p["record_rate_hz"], camera_names=names,
-                                  state_names=proprio, action_names=self.action_names, robot_type=p["robot_type"],
-                                  image_format=p["image_format"], jpeg_quality=p["jpeg_quality"], action_mask=mask,
-                                  dataset_name=p["dataset_name"] or None),
+            lambda: open_writer(os.path.expanduser(p["dataset_dir"]), p["dataset_layout"], p["video"], p["video_codec"],
+                                p["video_crf"], p["video_gop"], p["data_file_mb"], fps=p["record_rate_hz"],
+                                camera_names=names, state_names=proprio, action_names=self.action_names,
+                                robot_type=p["robot_type"], image_format=p["image_format"],
+                                jpeg_quality=p["jpeg_quality"], action_mask=mask,
+                                dataset_name=p["dataset_name"] or None),
             names, proprio, len(self.action_names), p["max_observation_age_s"], p["sample_mode"])
         self.image_size = p["image_size"]
 
