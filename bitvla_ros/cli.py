@@ -210,6 +210,30 @@ def _cmd_dataset(args) -> int:
     return 0
 
 
+def _cmd_import_bag(args) -> int:
+    from bitvla_ros.data import DatasetError
+    from bitvla_ros.ros.bag_import import BagError, import_bags, read_params_file
+
+    try:
+        params = read_params_file(args.params_file) if args.params_file else {}
+        overrides = {"dataset_dir": args.output, "image_topics": args.image_topics, "action_topic": args.action_topic,
+                     "sample_mode": args.sample_mode, "record_rate_hz": args.rate, "episode_topic": args.episode_topic,
+                     "proprio_names": args.proprio_names, "action_names": args.action_names}
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        if args.no_video:
+            params["video"] = False
+        result = import_bags(args.bags, params, split=args.split, gap_s=args.gap_s, instruction=args.instruction,
+                             instruction_topic=args.instruction_topic, joint_states_topic=args.joint_states_topic)
+    except (BagError, DatasetError, ValueError, RuntimeError, OSError) as e:
+        print(f"bitvla import-bag: {e}", file=sys.stderr)
+        return 2
+    skipped = ", ".join(f"{k} {v}" for k, v in result.skipped.items() if v) or "none"
+    print(f"imported {len(result.episodes)} episodes, {result.frames} frames from {len(args.bags)} bag(s) into "
+          f"{args.output} in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.0f} frames/s, "
+          f"{result.messages} messages); discarded {result.discarded}; skipped: {skipped}")
+    return 0 if result.episodes else 2
+
+
 def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
     p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
@@ -345,6 +369,29 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("dst", help="new folder for the v3.0 dataset")
     dc.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
     ds.set_defaults(func=_cmd_dataset)
+
+    ib = sub.add_parser("import-bag", help="rosbag2 recordings (MCAP or sqlite3) -> a dataset, paired as recorder_node",
+                        description="Replays the bags into recorder_node's pairing (rate or action mode) and writes "
+                                    "a dataset (LeRobot v3.0 by default). Settings: --params-file (as recorder_node "
+                                    "takes, e.g. config/recorder.yaml), then the options here.")
+    ib.add_argument("bags", nargs="+", help="bag folders (with metadata.yaml)")
+    ib.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    ib.add_argument("--params-file", help="recorder_node parameters (ROS params YAML)")
+    ib.add_argument("--split", default="bag", choices=["bag", "gap", "topic"],
+                    help="episodes: one per bag, cut at silences of the action topic, or by the episode topic")
+    ib.add_argument("--gap-s", type=float, default=1.0, help="--split gap: silence that ends an episode (s)")
+    ib.add_argument("--instruction", help="the task in words (default: the bag's instruction topic)")
+    ib.add_argument("--instruction-topic", default="instruction", help="std_msgs/String topic of the instruction")
+    ib.add_argument("--joint-states-topic", default="joint_states", help="sensor_msgs/JointState topic")
+    ib.add_argument("--image-topics", nargs="+", help="camera topics ('/compressed' = CompressedImage)")
+    ib.add_argument("--action-topic", help="the commands' topic")
+    ib.add_argument("--episode-topic", help="--split topic: std_msgs/String start / stop / discard")
+    ib.add_argument("--proprio-names", nargs="+", help="joints of joint_states stored as observation.state")
+    ib.add_argument("--action-names", nargs="+", help="action dimensions in order")
+    ib.add_argument("--sample-mode", choices=["rate", "action"], help="rate (a frame every 1/rate s) or action")
+    ib.add_argument("--rate", type=float, help="frames per second in rate mode (the dataset fps)")
+    ib.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ib.set_defaults(func=_cmd_import_bag)
     return p
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
 
 
 @dataclass(frozen=True)
@@ -18,6 +17,8 @@ class Param:
 
 def declare(node, params: list[Param]) -> dict[str, Any]:
     """Declare every parameter with its description; return the values in effect."""
+    from rcl_interfaces.msg import ParameterDescriptor  # here, so that the tables import without ROS
+
     values = {}
     for p in params:
         descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
