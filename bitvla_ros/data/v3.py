@@ -41,7 +41,7 @@ from bitvla_ros.data.layout import (ACTION, DATA_FILE_MB, INFO, STATE, STATISTIC
                                     VIDEO_FILE_MB, DatasetError, Schema)
 from bitvla_ros.data.meta import DatasetState, EpisodeRecord, episode_stats
 from bitvla_ros.data.stats import aggregate_stats, feature_stats, statistics_entry
-from bitvla_ros.data.v3_files import (OWN, RECORDED_TIME, Where, chunk_file, data_path, episodes_path, episodes_table,
+from bitvla_ros.data.v3_files import (RECORDED_TIME, Where, chunk_file, data_path, episodes_path, episodes_table,
                                       file_number, frames_table, info_dict, read_data, read_episodes, tasks_table,
                                       video_path)
 from bitvla_ros.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_GOP, ClipEncoder, check_video_settings,
@@ -110,6 +110,8 @@ class DatasetWriter(DatasetWriterV21):
                                    f"convert {root} NEW_ROOT` and record into NEW_ROOT (or append with "
                                    "DatasetWriterV21)")
             state, where = self._load(info)
+            state = replace(state, dataset_name=state.dataset_name or default.dataset_name,
+                            action_mask=state.action_mask or default.action_mask)
             if self._data_mb is None:
                 self._data_mb = info.get("data_files_size_in_mb") or DATA_FILE_MB
             if not state.episodes:
@@ -135,8 +137,11 @@ class DatasetWriter(DatasetWriterV21):
         """The committed episodes, with every frame's state and action (for the quantiles)."""
         root = self.root
         schema = Schema.from_info(info, str(root / INFO))
-        own = info.get(OWN) or {}
-        state = DatasetState(schema, own.get("dataset_name") or root.name, own.get("action_mask"))
+        name, mask = None, None  # the writer's own, unless dataset_statistics.json says (a crash can precede it)
+        if (root / STATISTICS).is_file():  # {name: {..., "action": {"mask": [...]}}}
+            name, entry = next(iter(json.loads((root / STATISTICS).read_text()).items()))
+            mask = entry["action"].get("mask")
+        state = DatasetState(schema, name, mask)
         where, tables = [], {}
         for r in read_episodes(root):
             w: Where = r["where"]
@@ -294,8 +299,7 @@ class DatasetWriter(DatasetWriterV21):
         if n:
             files.append((root / STATISTICS, lambda: json.dumps({state.dataset_name: statistics_entry(
                 np.concatenate(state.actions), np.concatenate(state.states), n, state.action_mask)}, indent=2).encode()))
-        info = info_dict(state.schema, n, state.total_frames, len(state.tasks), self._data_mb, VIDEO_FILE_MB,
-                         state.dataset_name, state.action_mask)
+        info = info_dict(state.schema, n, state.total_frames, len(state.tasks), self._data_mb, VIDEO_FILE_MB)
         files.append((root / INFO, lambda: json.dumps(info, indent=4).encode()))
         for path, render in files:
             try:

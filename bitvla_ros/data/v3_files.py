@@ -21,7 +21,6 @@ from bitvla_ros.data.layout import (ACTION, CHUNKS_SIZE, STATE, V3, V3_DATA_PATH
                                     V3_TASKS, V3_VIDEO_PATH, DatasetError, Schema, image_key)
 
 RECORDED_TIME = "recorded_time"  # seconds since the episode start when the observation was taken
-OWN = "bitvla_ros"  # our keys in info.json: dataset_name, action_mask
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,9 @@ def read_tasks(root: Path) -> list[str]:
 
 # --- info --------------------------------------------------------------------------------------
 
-def info_dict(schema: Schema, episodes: int, frames: int, tasks: int, data_mb: float, video_mb: float,
-              dataset_name: str, action_mask: list[bool] | None) -> dict:
+def info_dict(schema: Schema, episodes: int, frames: int, tasks: int, data_mb: float, video_mb: float) -> dict:
+    """meta/info.json, with LeRobot's fields only (it warns about others); the statistics key and
+    action mask live in dataset_statistics.json."""
     fps = int(schema.fps) if float(schema.fps).is_integer() else schema.fps
     return {
         "codebase_version": V3, "robot_type": schema.robot_type or None,
@@ -208,6 +208,5 @@ def info_dict(schema: Schema, episodes: int, frames: int, tasks: int, data_mb: f
         "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
         "fps": fps, "splits": {"train": f"0:{episodes}"}, "data_path": V3_DATA_PATH,
         "video_path": V3_VIDEO_PATH if schema.video else None, "features": features(schema),
-        OWN: {"dataset_name": dataset_name, "action_mask": action_mask},
     }
 
