@@ -67,7 +67,7 @@ def check(root: str, ref: str) -> int:
     opened = time.perf_counter() - start
     import lerobot
     print(f"LeRobot {lerobot.__version__} (torch {torch.__version__}) opened {root} in {opened:.2f} s: "
-          f"{ds.num_episodes} episodes, {ds.num_frames} frames at {ds.fps} fps; video backend {ds.video_backend}")
+          f"{ds.num_episodes} episodes, {ds.num_frames} frames at {ds.fps} fps; video backend {getattr(ds, 'video_backend', None) or getattr(ds, '_video_backend', '?')}")
     expect("episodes", meta["episodes"], ds.num_episodes)
     expect("frames", meta["frames"], ds.num_frames)
     expect("fps", meta["fps"], ds.fps)

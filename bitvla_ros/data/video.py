@@ -5,9 +5,9 @@ holds no images in memory, and its file (under a temp name) is only renamed into
 episode is saved. Frame i of a clip has the presentation time i/fps (constant frame rate), which
 is also what the data file's `timestamp` column says, as LeRobot expects.
 
-Reading seeks to the keyframe at or before the wanted time and decodes forward to the frame whose
-time is nearest (within half a frame), so any frame can be read without decoding the whole clip;
-a short keyframe interval (`gop`, LeRobot uses 2) keeps that to a frame or two.
+Reading decodes from the keyframe at or before the wanted time forward to the frame whose time is
+nearest (within half a frame), so any frame can be read without decoding the whole clip; a short
+keyframe interval (`gop`, LeRobot uses 2) keeps that to a frame or two.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 CODECS = ("libx264", "libsvtav1", "hevc")
 DEFAULT_CODEC = "libx264"  # H.264: decoded everywhere (LeRobot's pyav and torchcodec backends, browsers)
@@ -97,48 +98,81 @@ class ClipEncoder:
 
 
 class ClipReader:
-    """Frames of one MP4 by time: ``frame(seconds)`` -> HxWx3 uint8 RGB."""
+    """Frames of one MP4 by time: ``frame(seconds)`` -> HxWx3 uint8 RGB.
+
+    The file is demuxed once into its compressed packets (kept in memory: the size of the file),
+    and frames are decoded from those with a decoder of its own: the nearest keyframe at or before
+    the wanted frame, then forward to it. That avoids a file seek per frame, which costs ten times
+    the decoding of a short GOP; reading on in order decodes only the next packet.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._container = av.open(str(path))
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
-        self._fps = float(self._stream.average_rate or self._stream.guessed_rate or 0) or None
-        self._last: float | None = None  # time of the frame the decoder returned last
-        self._frames = None
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            tb = stream.time_base
+            packets = sorted((p.pts, p.is_keyframe, bytes(p)) for p in container.demux(stream)
+                             if p.size and p.pts is not None)
+            self._ctx = av.CodecContext.create(stream.codec_context.name, "r")
+            self._ctx.extradata = stream.codec_context.extradata
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+        self._ctx.thread_count = 1  # frame threads delay each output frame: slower for random access
+        self._pts = [p for p, _, _ in packets]
+        self._times = np.array([float(p * tb) for p in self._pts])
+        self._key = [k for _, k, _ in packets]
+        self._data = [d for _, _, d in packets]
+        self._tb = tb
+        self._half = 0.5 / fps if fps else 1e-3
+        self._fed = -1  # index of the last packet sent to the decoder (-1: flushed)
+        self._ready: dict[int, object] = {}  # decoded frames by pts, not yet asked for
+        self._rgb = VideoReformatter()  # keeps its conversion context: 6x faster than frame.to_ndarray(format=)
 
     def frame(self, seconds: float) -> np.ndarray:
-        half = 0.5 / self._fps if self._fps else 1e-3
-        # Reading on from the decoder's position is cheaper than a seek, for the next few frames.
-        if self._last is None or seconds <= self._last + half or seconds > self._last + 16 * half:
-            self._seek(seconds)
-        for frame in self._frames:
-            t = float(frame.pts * frame.time_base)
-            if t < seconds - half:
-                continue
-            if t > seconds + half:
-                break
-            self._last = t
-            return frame.to_ndarray(format="rgb24")
-        self._last = None
-        raise ValueError(f"{self.path} has no frame at {seconds:.4f} s (the clip may be shorter than its episode "
-                         "says); re-record the episode or run `bitvla dataset info` on the dataset")
+        i = int(np.searchsorted(self._times, seconds - self._half))
+        if i >= len(self._times) or abs(self._times[i] - seconds) > self._half:
+            raise ValueError(f"{self.path} has no frame at {seconds:.4f} s (the clip may be shorter than its episode "
+                             "says); re-record the episode or run `bitvla dataset info` on the dataset")
+        want = self._pts[i]
+        if want in self._ready:
+            return self._to_rgb(self._ready.pop(want))
+        if not (self._fed < i and all(not self._key[j] for j in range(self._fed + 1, i + 1)) and self._fed >= 0):
+            k = i
+            while k > 0 and not self._key[k]:
+                k -= 1
+            self._ctx.flush_buffers()
+            self._ready.clear()
+            self._fed = k - 1
+        while True:  # feed packets until the wanted frame comes out (decoders may hold a few back)
+            if self._fed + 1 < len(self._data):
+                self._fed += 1
+                packet = av.Packet(self._data[self._fed])
+                packet.pts = packet.dts = self._pts[self._fed]
+                packet.time_base = self._tb
+                frames = self._ctx.decode(packet)
+            else:
+                frames = self._ctx.decode(None)
+                self._fed = -1  # drained: the next read starts afresh
+                if not frames:
+                    break
+            for f in frames:
+                self._ready[f.pts] = f
+            if want in self._ready:
+                frame = self._ready.pop(want)
+                self._ready = {pts: f for pts, f in self._ready.items() if pts > want}
+                return self._to_rgb(frame)
+        raise ValueError(f"{self.path}: the frame at {seconds:.4f} s could not be decoded; the file may be damaged")
 
-    def _seek(self, seconds: float) -> None:
-        self._container.seek(max(0, int(seconds / self._stream.time_base)), stream=self._stream, backward=True,
-                             any_frame=False)
-        self._frames = self._container.decode(self._stream)
-        self._last = None
+    def _to_rgb(self, frame) -> np.ndarray:
+        return self._rgb.reformat(frame, format="rgb24").to_ndarray()
 
     def close(self) -> None:
-        self._container.close()
+        self._data, self._ready = [], {}
 
 
 class ClipCache:
     """Open readers per file, per process (a forked DataLoader worker opens its own)."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 64):
         self.size, self._pid, self._open = size, os.getpid(), {}
 
     def get(self, path: Path) -> ClipReader:
