@@ -311,3 +311,20 @@ def test_dataset_convert_and_info_commands(tmp_path, capsys):
     assert "observation.images.wrist: video [32, 40, 3]  (h264, yuv420p)" in out and "1: 'task 1' (1 episodes)" in out
     assert main(["dataset", "info", str(tmp_path / "nothing")]) == 2
     assert "meta/info.json is missing" in capsys.readouterr().err
+
+
+def test_rebuild_meta_rewrites_what_follows_from_the_episode_list(tmp_path):
+    from bitvla_ros.data import rebuild_meta
+
+    root = tmp_path / "ds"
+    with v3_writer(root, video_codec="libsvtav1") as w:
+        for seed in range(2):
+            record(w, seed, 4)
+    before = snapshot(root)
+    for rel in ("meta/stats.json", "meta/info.json", "meta/tasks.parquet", "dataset_statistics.json"):
+        (root / rel).unlink() if rel != "meta/info.json" else (root / rel).write_text(
+            json.dumps({**json.loads((root / rel).read_text()), "total_frames": 0}))
+    assert rebuild_meta(root) == 2
+    assert snapshot(root) == before
+    assert EpisodeDataset(root).features["observation.images.wrist"]["info"]["video.codec"] == "av1"
+    assert_episode_equal(EpisodeDataset(root), 1, 1, 4, tolerance=8)

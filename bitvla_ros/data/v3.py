@@ -42,7 +42,7 @@ from bitvla_ros.data.layout import (ACTION, DATA_FILE_MB, INFO, STATE, STATISTIC
 from bitvla_ros.data.meta import DatasetState, EpisodeRecord, episode_stats
 from bitvla_ros.data.stats import aggregate_stats, feature_stats, statistics_entry
 from bitvla_ros.data.v3_files import (RECORDED_TIME, Where, chunk_file, data_path, episodes_path, episodes_table,
-                                      file_number, frames_table, info_dict, read_data, read_episodes, tasks_table,
+                                      file_number, frames_table, info_dict, read_data, read_episodes, read_own, tasks_table,
                                       video_path)
 from bitvla_ros.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_GOP, ClipEncoder, check_video_settings,
                                    video_info)
@@ -86,6 +86,9 @@ class DatasetWriter(DatasetWriterV21):
             raise DatasetError(f"no dataset at {root} ({INFO} is missing)")
         info = json.loads(info_path.read_text())
         schema = Schema.from_info(info, str(info_path))
+        codecs = {v.get("video.codec") for v in schema.video.values()} - {None}
+        if len(codecs) == 1 and "video_codec" not in kwargs:  # go on in the dataset's codec
+            kwargs["video_codec"] = {"h264": "libx264", "av1": "libsvtav1"}.get(*codecs, *codecs)
         return cls(root, schema.fps, schema.camera_names, schema.state_names, schema.action_names,
                    schema.robot_type, video=bool(schema.video), **kwargs)
 
@@ -137,13 +140,15 @@ class DatasetWriter(DatasetWriterV21):
         """The committed episodes, with every frame's state and action (for the quantiles)."""
         root = self.root
         schema = Schema.from_info(info, str(root / INFO))
-        name, mask = None, None  # the writer's own, unless dataset_statistics.json says (a crash can precede it)
-        if (root / STATISTICS).is_file():  # {name: {..., "action": {"mask": [...]}}}
+        rows = read_episodes(root)
+        own = read_own(data_path(root, *rows[0]["where"].data)) if rows else {}
+        name, mask = own.get("dataset_name"), own.get("action_mask")
+        if name is None and (root / STATISTICS).is_file():  # a LeRobot-written data file; {name: {"action": ...}}
             name, entry = next(iter(json.loads((root / STATISTICS).read_text()).items()))
             mask = entry["action"].get("mask")
-        state = DatasetState(schema, name, mask)
+        state = DatasetState(schema, name, mask)  # None: the writer's own
         where, tables = [], {}
-        for r in read_episodes(root):
+        for r in rows:
             w: Where = r["where"]
             if w.data not in tables:
                 tables[w.data] = (read_data(data_path(root, *w.data), [STATE, ACTION]), w.from_index)
@@ -236,7 +241,8 @@ class DatasetWriter(DatasetWriterV21):
                          video={**old.schema.video, **infos})
 
         target, kept = self._data_target()
-        table = frames_table(schema, index, first, task_index, ep.images, states, actions, recorded)
+        table = frames_table(schema, index, first, task_index, ep.images, states, actions, recorded,
+                             {"dataset_name": old.dataset_name, "action_mask": old.action_mask})
         path = data_path(self.root, *target)
         if kept:
             table = pa.concat_tables([read_data(path).slice(0, kept).replace_schema_metadata(table.schema.metadata),

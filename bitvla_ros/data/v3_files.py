@@ -59,8 +59,11 @@ def features(schema: Schema) -> dict:
 
 # --- frames ------------------------------------------------------------------------------------
 
+OWN = b"bitvla_ros"  # data files' schema metadata: {dataset_name, action_mask} (LeRobot ignores it)
+
+
 def frames_table(schema: Schema, episode_index: int, first_index: int, task_index: int, images: dict[str, list[bytes]],
-                 state: np.ndarray, action: np.ndarray, recorded: np.ndarray) -> pa.Table:
+                 state: np.ndarray, action: np.ndarray, recorded: np.ndarray, own: dict) -> pa.Table:
     n = len(state)
     columns = {}
     for cam in schema.camera_names:
@@ -75,7 +78,16 @@ def frames_table(schema: Schema, episode_index: int, first_index: int, task_inde
     columns["index"] = pa.array(np.arange(first_index, first_index + n), pa.int64())
     columns["task_index"] = pa.array(np.full(n, task_index), pa.int64())
     columns[RECORDED_TIME] = pa.array(recorded, pa.float32())
-    return pa.table(columns).replace_schema_metadata({b"huggingface": hf_metadata(schema)})
+    return pa.table(columns).replace_schema_metadata({b"huggingface": hf_metadata(schema), OWN: json.dumps(own)})
+
+
+def read_own(path: Path) -> dict:
+    """The {dataset_name, action_mask} a data file carries ({} for files not written here)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(OWN)
+    except (OSError, pa.ArrowException):
+        return {}
+    return json.loads(raw) if raw else {}
 
 
 def hf_metadata(schema: Schema) -> str:
@@ -200,7 +212,7 @@ def read_tasks(root: Path) -> list[str]:
 
 def info_dict(schema: Schema, episodes: int, frames: int, tasks: int, data_mb: float, video_mb: float) -> dict:
     """meta/info.json, with LeRobot's fields only (it warns about others); the statistics key and
-    action mask live in dataset_statistics.json."""
+    action mask live in dataset_statistics.json and in the data files' schema metadata."""
     fps = int(schema.fps) if float(schema.fps).is_integer() else schema.fps
     return {
         "codebase_version": V3, "robot_type": schema.robot_type or None,
