@@ -90,7 +90,7 @@ def check(root: str, ref: str) -> int:
         expect(f"frame_index of {e}/{t}", t, int(item["frame_index"]))
         expect(f"task of episode {e}", meta["tasks"][e], item["task"])
         for key in ("state", "action"):
-            theirs = item["observation.state" if key == "state" else "action"].numpy()
+            theirs = item["observation.state" if key == "state" else "action"].numpy().reshape(-1)  # (1,): 0-d
             if not np.array_equal(saved[f"{key}_{e}_{t}"], theirs):
                 problems.append(f"{key} of {e}/{t}: ours {saved[f'{key}_{e}_{t}']}, LeRobot {theirs}")
         for cam in meta["cameras"]:

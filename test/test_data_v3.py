@@ -328,3 +328,18 @@ def test_rebuild_meta_rewrites_what_follows_from_the_episode_list(tmp_path):
     assert snapshot(root) == before
     assert EpisodeDataset(root).features["observation.images.wrist"]["info"]["video.codec"] == "av1"
     assert_episode_equal(EpisodeDataset(root), 1, 1, 4, tolerance=8)
+
+
+def test_a_one_wide_vector_is_a_plain_column(tmp_path):
+    """LeRobot stores a feature of shape (1,) as a scalar column, not a list of one."""
+    images, state, action = episode(0, 1)[0]
+    with v3_writer(tmp_path / "ds", action_names=["gripper"], action_mask=[False]) as w:
+        w.start_episode("grip")
+        for a in (0.0, 1.0, 1.0):
+            w.add_frame(images, state, [a])
+        w.save_episode()
+    table = pq.read_table(tmp_path / "ds/data/chunk-000/file-000.parquet")
+    assert table.schema.field("action").type == pa.float32()
+    hf = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert hf["action"] == {"dtype": "float32", "_type": "Value"}
+    np.testing.assert_array_equal(EpisodeDataset(tmp_path / "ds").frames(0).action, [[0.0], [1.0], [1.0]])

@@ -1,7 +1,7 @@
 """Camera frames as video vs as images in parquet: size on disk and training read speed, for the
 same episodes; and `bitvla import-bag` speed on a bag made from them.
 
-    .venv/bin/python bench/datasets.py DATASET [--samples 400] [--repeats 3] [--bag]
+    .venv/bin/python bench/dataset_formats.py DATASET [--samples 400] [--repeats 3] [--bag]
 
 DATASET is any dataset the reader reads (e.g. `bitvla record` output). Its episodes are written
 again, in a temp folder, as LeRobot v3.0 with video (H.264, the recorder's default) and with JPEG
