@@ -43,6 +43,19 @@ def episode(seed: int, length: int) -> list[tuple[dict, np.ndarray, np.ndarray]]
     return frames
 
 
+def no_space(where=lambda dst: True):
+    """An os.replace that fails with ENOSPC for the destinations ``where`` picks."""
+    import errno
+    real = os.replace
+
+    def replace(src, dst):
+        if where(str(dst)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+
+    return replace
+
+
 def make_writer(root, layout: str = "v2.1", **kw):
     """A small writer: v2.1 (DatasetWriterV21, PNG images) or v3.0 (DatasetWriter; video unless video=False)."""
     args = dict(fps=FPS, camera_names=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES,
@@ -56,6 +69,21 @@ def record(writer: DatasetWriter, seed: int, length: int, task: str | None = Non
     for images, state, action in episode(seed, length):
         writer.add_frame(images, state, action)
     return writer.save_episode()
+
+
+def assert_episode_equal(dataset, index: int, seed: int, length: int, tolerance: float = 0.0) -> None:
+    """Episode ``index`` holds episode(seed, length): exact vectors and times, images within
+    ``tolerance`` levels of mean difference (0: exact)."""
+    frames = dataset.frames(index)
+    expected = episode(seed, length)
+    assert len(frames) == length
+    np.testing.assert_array_equal(frames.state, np.stack([s for _, s, _ in expected]).astype(np.float32))
+    np.testing.assert_array_equal(frames.action, np.stack([a for _, _, a in expected]).astype(np.float32))
+    np.testing.assert_allclose(frames.timestamp, np.arange(length) / FPS, rtol=1e-6)
+    for t in (0, length - 1):
+        for cam in CAMERAS:
+            diff = np.abs(frames.image(cam, t).astype(int) - expected[t][0][cam])
+            assert diff.mean() <= tolerance, (cam, t, diff.mean())
 
 
 def meta_snapshot(root: Path) -> dict[str, str]:
@@ -77,6 +105,24 @@ def assert_consistent(root: Path) -> dict:
     rebuild_meta(root)
     assert meta_snapshot(root) == before
     return info
+
+
+def kill_at(mode: str, root: Path, layout: str = "v2.1") -> None:
+    """Run the crash child (below) until it pauses at MODE, then kill -9 it."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), mode, str(root), layout],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line == "PAUSED\n", f"the child did not reach its pause: {line!r} {child.stderr.read()}"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
 
 
 def _pause() -> None:

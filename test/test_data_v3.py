@@ -1,12 +1,8 @@
 """DatasetWriter (LeRobot v3.0): files and columns as LeRobot lays them out, video frames, several
 episodes per data file, appending, discarding, kill -9 and full-disk safety, recovery."""
 
-import errno
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bitvla_ros.data import DatasetError, DatasetWriteError, DatasetWriter, EpisodeDataset
-from data_helpers import ACTION_NAMES, CAMERAS, FPS, MASK, STATE_NAMES, episode, make_writer, record
+from data_helpers import (ACTION_NAMES, CAMERAS, FPS, MASK, STATE_NAMES, assert_episode_equal, episode, kill_at,
+                          make_writer, no_space, record)
 
-HERE = Path(__file__).resolve().parent
 
 
 def v3_writer(root, **kw):
@@ -48,19 +44,6 @@ def assert_consistent(root: Path) -> dict:
         pass
     assert snapshot(root) == before
     return info
-
-
-def assert_episode_equal(dataset, index, seed, length, tolerance=0.0):
-    frames = dataset.frames(index)
-    expected = episode(seed, length)
-    assert len(frames) == length
-    np.testing.assert_array_equal(frames.state, np.stack([s for _, s, _ in expected]).astype(np.float32))
-    np.testing.assert_array_equal(frames.action, np.stack([a for _, _, a in expected]).astype(np.float32))
-    np.testing.assert_allclose(frames.timestamp, np.arange(length) / FPS, rtol=1e-6)
-    for t in (0, length - 1):
-        for cam in CAMERAS:
-            diff = np.abs(frames.image(cam, t).astype(int) - expected[t][0][cam])
-            assert diff.mean() <= tolerance, (cam, t, diff.mean())
 
 
 def test_video_round_trip_and_lerobot_files(tmp_path):
@@ -215,17 +198,7 @@ def test_discard_leaves_nothing(tmp_path):
 ])
 def test_kill_9_loses_at_most_the_episode_in_progress(tmp_path, mode, finished):
     root = tmp_path / "ds"
-    child = subprocess.Popen([sys.executable, str(HERE / "data_helpers.py"), mode, str(root), "v3.0"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = child.stdout.readline()
-        assert line == "PAUSED\n", f"the child did not reach its pause: {line!r} {child.stderr.read()}"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_at(mode, root, "v3.0")
 
     d = EpisodeDataset(root)  # a reader copes before any writer has recovered
     assert len(d) == finished
@@ -244,17 +217,6 @@ def test_kill_9_loses_at_most_the_episode_in_progress(tmp_path, mode, finished):
     assert_episode_equal(d, finished, 7, 4, tolerance=6)
     assert d.episodes[finished].task == "after the crash"
     assert_consistent(root)
-
-
-def no_space(where=lambda dst: True):
-    real = os.replace
-
-    def replace(src, dst):
-        if where(str(dst)):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst)
-
-    return replace
 
 
 @pytest.mark.parametrize("part, then", [("data/", "retry"), ("meta/episodes", "retry"), ("meta/episodes", "discard"),

@@ -46,7 +46,7 @@ from bitvla_ros.data.v3_files import (RECORDED_TIME, Where, chunk_file, data_pat
                                       video_path)
 from bitvla_ros.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_GOP, ClipEncoder, check_video_settings,
                                    video_info)
-from bitvla_ros.data.writer import DatasetWriterV21, _Episode
+from bitvla_ros.data.writer import DatasetWriterV21, _Episode, check_append
 
 
 @dataclass
@@ -120,15 +120,7 @@ class DatasetWriter(DatasetWriterV21):
             if not state.episodes:
                 state, where = default, []
             else:
-                problems = schema.differences(state.schema)
-                if name is not None and name != state.dataset_name:
-                    problems.append(f"dataset_name: {state.dataset_name!r} on disk, {name!r} here")
-                if mask is not None and mask != state.action_mask:
-                    problems.append(f"action_mask: {state.action_mask} on disk, {mask} here")
-                if problems:
-                    raise DatasetError(f"cannot append to {root}, it was recorded differently: "
-                                       f"{'; '.join(problems)}. Use the same settings (None keeps the dataset's "
-                                       "name and mask), or a new root")
+                check_append(root, schema, name, mask, state)
         if self._data_mb is None:
             self._data_mb = DATA_FILE_MB
         self._where = where

@@ -89,14 +89,7 @@ class DatasetWriterV21:
         default_mask = mask or [True] * len(schema.action_names)
         state = state_from_files(root, files, DatasetState(schema, name or root.name, default_mask))
         if files:
-            problems = schema.differences(state.schema)
-            if name is not None and name != state.dataset_name:
-                problems.append(f"dataset_name: {state.dataset_name!r} on disk, {name!r} here")
-            if mask is not None and mask != state.action_mask:
-                problems.append(f"action_mask: {state.action_mask} on disk, {mask} here")
-            if problems:
-                raise DatasetError(f"cannot append to {root}, it was recorded differently: {'; '.join(problems)}. "
-                                   "Use the same settings (None keeps the dataset's name and mask), or a new root")
+            check_append(root, schema, name, mask, state)
         write_meta(root, state)  # rewrites only what differs: nothing, unless a crash cut the last save short
         return state
 
@@ -235,6 +228,18 @@ class DatasetWriterV21:
         if self._episode is None:
             raise RuntimeError(f"{what}() needs an episode in progress; call start_episode(instruction) first")
         return self._episode
+
+
+def check_append(root: Path, schema: Schema, name: str | None, mask: list[bool] | None, state: DatasetState) -> None:
+    """Refuse to append with other features, name or mask than the dataset on disk has."""
+    problems = schema.differences(state.schema)
+    if name is not None and name != state.dataset_name:
+        problems.append(f"dataset_name: {state.dataset_name!r} on disk, {name!r} here")
+    if mask is not None and mask != state.action_mask:
+        problems.append(f"action_mask: {state.action_mask} on disk, {mask} here")
+    if problems:
+        raise DatasetError(f"cannot append to {root}, it was recorded differently: {'; '.join(problems)}. "
+                           "Use the same settings (None keeps the dataset's name and mask), or a new root")
 
 
 def _names(names: Sequence[str], what: str) -> list[str]:
