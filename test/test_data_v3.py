@@ -10,10 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bitvla_ros.data import DatasetError, DatasetWriteError, DatasetWriter, EpisodeDataset
+from bitvla_ros.data import DatasetError, DatasetWriteError, DatasetWriter, EpisodeDataset, chunked_samples
+from bitvla_ros.data.tools import convert
 from data_helpers import (ACTION_NAMES, CAMERAS, FPS, MASK, STATE_NAMES, assert_episode_equal, episode, kill_at,
                           make_writer, no_space, record)
 
+
+
+HERE = Path(__file__).resolve().parent
 
 
 def v3_writer(root, **kw):
@@ -305,3 +309,26 @@ def test_a_one_wide_vector_is_a_plain_column(tmp_path):
     hf = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
     assert hf["action"] == {"dtype": "float32", "_type": "Value"}
     np.testing.assert_array_equal(EpisodeDataset(tmp_path / "ds").frames(0).action, [[0.0], [1.0], [1.0]])
+
+
+def test_reads_a_dataset_lerobot_wrote(tmp_path):
+    """LeRobot 0.6.1's own output (test/fixtures/make_lerobot_v30.py): AV1, several episodes per MP4,
+    no recorded_time; frames as LeRobot decodes them, and it converts and trains."""
+    fixtures = HERE / "fixtures"
+    d = EpisodeDataset(fixtures / "lerobot_v30")
+    assert d.version == "v3.0" and [e.length for e in d.episodes] == [15, 16, 17]
+    assert d.tasks == ["task 0", "task 1"] and [e.task for e in d.episodes] == ["task 0", "task 1", "task 0"]
+    assert d.features["observation.images.cam"]["info"]["video.codec"] == "av1"
+    expected = np.load(fixtures / "lerobot_v30_frames.npz")
+    for e in range(3):
+        f = d.frames(e)
+        np.testing.assert_array_equal(f.state[:, 0], e)
+        np.testing.assert_allclose(f.timestamp, np.arange(len(f)) / 10, atol=1e-6)  # no recorded_time: the clock
+        for t in (0, 7):
+            np.testing.assert_array_equal(f.image("cam", t), expected[f"{e}_{t}"])  # the later episodes start mid-file
+    sample = chunked_samples([d], chunk=4)[20]
+    assert sample["images"][0].shape == (48, 64, 3) and sample["actions"].shape == (4, 2)
+    convert(fixtures / "lerobot_v30", tmp_path / "ours", log=lambda *a: None)
+    ours = EpisodeDataset(tmp_path / "ours")
+    assert [e.length for e in ours.episodes] == [15, 16, 17]
+    assert np.abs(ours.frames(2).image("cam", 7).astype(int) - expected["2_7"]).mean() < 4  # now H.264
