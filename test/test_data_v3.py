@@ -332,3 +332,21 @@ def test_reads_a_dataset_lerobot_wrote(tmp_path):
     ours = EpisodeDataset(tmp_path / "ours")
     assert [e.length for e in ours.episodes] == [15, 16, 17]
     assert np.abs(ours.frames(2).image("cam", 7).astype(int) - expected["2_7"]).mean() < 4  # now H.264
+
+
+def test_open_clips_are_bounded_by_their_size(tmp_path):
+    from bitvla_ros.data.video import ClipCache
+
+    root = tmp_path / "ds"
+    with v3_writer(root) as w:
+        for seed in range(3):
+            record(w, seed, 6)
+    clips = sorted(root.glob("videos/*/*/*.mp4"))
+    cache = ClipCache(max_bytes=1)  # room for one clip only
+    first = cache.get(clips[0])
+    assert cache.get(clips[0]) is first  # kept while it is the one in use
+    cache.get(clips[1])
+    assert cache.get(clips[0]) is not first  # dropped for the next, opened again
+    frames = EpisodeDataset(root).frames(2)
+    assert_episode_equal(EpisodeDataset(root), 2, 2, 6, tolerance=6)
+    assert len(frames.images["wrist"]) == 6

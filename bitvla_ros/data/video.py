@@ -121,6 +121,7 @@ class ClipReader:
         self._times = np.array([float(p * tb) for p in self._pts])
         self._key = [k for _, k, _ in packets]
         self._data = [d for _, _, d in packets]
+        self.nbytes = sum(len(d) for d in self._data)
         self._tb = tb
         self._half = 0.5 / fps if fps else 1e-3
         self._fed = -1  # index of the last packet sent to the decoder (-1: flushed)
@@ -170,18 +171,24 @@ class ClipReader:
 
 
 class ClipCache:
-    """Open readers per file, per process (a forked DataLoader worker opens its own)."""
+    """Open readers per process (a forked DataLoader worker opens its own), the least recently used
+    dropped once their packets exceed ``max_bytes`` (a clip costs about its file size)."""
 
-    def __init__(self, size: int = 64):
-        self.size, self._pid, self._open = size, os.getpid(), {}
+    def __init__(self, max_bytes: int = 256 * 2 ** 20):
+        self.max_bytes, self._pid, self._open, self._bytes = max_bytes, os.getpid(), {}, 0
 
     def get(self, path: Path) -> ClipReader:
         if self._pid != os.getpid():
-            self._open, self._pid = {}, os.getpid()
-        reader = self._open.pop(path, None) or ClipReader(path)
+            self._open, self._bytes, self._pid = {}, 0, os.getpid()
+        reader = self._open.pop(path, None)
+        if reader is None:
+            reader = ClipReader(path)
+            self._bytes += reader.nbytes
         self._open[path] = reader  # most recently used last
-        while len(self._open) > self.size:
-            self._open.pop(next(iter(self._open))).close()
+        while self._bytes > self.max_bytes and len(self._open) > 1:
+            old = self._open.pop(next(iter(self._open)))
+            self._bytes -= old.nbytes
+            old.close()
         return reader
 
 
