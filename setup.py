@@ -48,6 +48,7 @@ setup(
             "bitvla = bitvla_ros.cli:main",
             # `ros2 run bitvla_ros <name>`
             "policy_node = bitvla_ros.ros.policy_node:main",
+            "policy_lifecycle_node = bitvla_ros.ros.policy_lifecycle_node:main",
             "recorder_node = bitvla_ros.ros.recorder_node:main",
             "sim_node = bitvla_ros.ros.sim_node:main",
         ],

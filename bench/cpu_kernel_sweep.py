@@ -28,10 +28,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bitvla_ros.kernels import cpu  # noqa: E402
+from bitvla_ros.kernels.constants import REAL_SHAPES as SHAPES  # noqa: E402
 from bitvla_ros.kernels.reference import ternary_matmul_reference  # noqa: E402
 from bitvla_ros.quant import PackedTernary, pack_ternary  # noqa: E402
-
-SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (1152, 1152), (4304, 1152), (1152, 4304)]
 
 
 def time_ms(fn, repeats: int, clock=time.perf_counter, stat=statistics.median) -> float:

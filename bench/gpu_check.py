@@ -56,6 +56,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bitvla_ros.kernels import CudaBackend, register_backend  # noqa: E402
+from bitvla_ros.kernels.constants import REAL_SHAPES  # noqa: E402
 from bitvla_ros.kernels.reference import ternary_matmul_reference  # noqa: E402
 from bitvla_ros.quant import PackedTernary, pack_ternary, quantize_activations_int8, unpack_ternary  # noqa: E402
 
@@ -66,8 +67,6 @@ OUT_DIR = Path(ARGS.out)
 OUT_DIR.mkdir(parents=True, exist_ok=True)
 RESULTS = OUT_DIR / "gpu_check_results.jsonl"
 
-# BitNet-2B (q/o, k/v, gate/up, down) and SigLIP-L (q/k/v/out, fc1, fc2) as (N, K).
-REAL_SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (1152, 1152), (4304, 1152), (1152, 4304)]
 REAL_ROWS = [1, 8, 64, 626]
 TINY_SHAPES = [(33, 130), (7, 257)]
 TINY_ROWS = [1, 3, 17, 40]

@@ -17,10 +17,8 @@ import torch.nn.functional as F
 from common import median, threads, time_calls
 
 from bitvla_ros.kernels import available_backends, get_backend
+from bitvla_ros.kernels.constants import REAL_SHAPES as SHAPES
 from bitvla_ros.quant import PackedTernary, pack_ternary
-
-# BitNet-2B (q/o, k/v, gate/up, down) and the published SigLIP (q/k/v/out, fc1, fc2), as (N, K).
-SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (1152, 1152), (4304, 1152), (1152, 4304)]
 
 
 def prepared_bytes(prepared) -> int:

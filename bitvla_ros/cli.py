@@ -1,4 +1,8 @@
-"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo, dataset, import-bag."""
+"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo, dataset, import-bag.
+
+Each subcommand imports what it runs only when it runs, so `bitvla --help` stays quick. The flags
+of train and distill are derived from their settings dataclasses (bitvla_ros/train/settings.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from bitvla_ros.arguments import add_arguments, from_arguments
+from bitvla_ros.train.settings import DistillConfig, TrainConfig
 
 
 def _cmd_info(args) -> int:
@@ -71,36 +78,26 @@ def _cmd_convert(args) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
-    from bitvla_ros.train.oft import TrainConfig, train
-
-    cfg = TrainConfig(dataset=args.dataset, output=args.output, preset=args.preset, init=args.init, steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
-                      image_aug=not args.no_image_aug, vocab_size=args.vocab_size, val_episodes=args.val_episodes,
-                      save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers,
-                      seed=args.seed, resume=args.resume, device=args.device, threads=args.threads,
-                      fp_vision=args.fp_vision)
+def _run_settings(command: str, run, kind, args) -> int:
+    """``run`` on the settings ``kind`` parsed from the flags; a user's error is one line, exit code 2."""
     try:
-        train(cfg)
+        run(from_arguments(kind, args))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"bitvla train: {e}", file=sys.stderr)
+        print(f"bitvla {command}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _cmd_train(args) -> int:
+    from bitvla_ros.train.oft import train
+
+    return _run_settings("train", train, TrainConfig, args)
 
 
 def _cmd_distill(args) -> int:
-    from bitvla_ros.train.distill import DistillConfig, distill
+    from bitvla_ros.train.distill import distill
 
-    cfg = DistillConfig(model=args.model, output=args.output, images=args.images or [], dataset=args.dataset,
-                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                        align_weight=args.align_weight, task_weight=args.task_weight, save_every=args.save_every,
-                        seed=args.seed, resume=args.resume)
-    try:
-        distill(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"bitvla distill: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run_settings("distill", distill, DistillConfig, args)
 
 
 def _tasks(text: str) -> list[int]:
@@ -172,6 +169,7 @@ def _cmd_demo(args) -> int:
         return 2
     demo = json.loads(card.read_text()) if card.is_file() else {}
     isolate(args.ros_domain_id)
+    from bitvla_ros.model.runtime import RuntimeSettings
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     tasks = args.tasks or demo.get("tasks", [1])
@@ -182,7 +180,7 @@ def _cmd_demo(args) -> int:
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
             seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
-            execute_steps=demo.get("execute_steps", EvalConfig.execute_steps)))
+            execute_steps=RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2
@@ -268,48 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="OFT fine-tuning (L1 on action chunks) on a recorded dataset",
                         description="Train BitVLA on a dataset written by recorder_node / `bitvla record`. "
                                     "Runs under torchrun for several GPUs or processes (DDP).")
-    tr.add_argument("--dataset", required=True, action="append",
-                    help="dataset folder (LeRobot layout); repeat to train on several recorded alike")
-    tr.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
-    tr.add_argument("--preset", default="demo", help="model size for a new model (demo, tiny, bitvla-3b)")
-    tr.add_argument("--init", help="start from this published-layout checkpoint instead of a new model")
-    tr.add_argument("--steps", type=int, default=5000)
-    tr.add_argument("--batch-size", type=int, default=32, help="per process")
-    tr.add_argument("--lr", type=float, default=5e-4)
-    tr.add_argument("--warmup", type=int, default=200)
-    tr.add_argument("--weight-decay", type=float, default=0.01)
-    tr.add_argument("--no-image-aug", action="store_true", help="turn off crop and colour augmentation")
-    tr.add_argument("--vocab-size", type=int, default=400, help="tokenizer size for a new model")
-    tr.add_argument("--val-episodes", type=int, default=0, help="hold out the last N episodes for validation")
-    tr.add_argument("--save-every", type=int, default=1000)
-    tr.add_argument("--log-every", type=int, default=10)
-    tr.add_argument("--num-workers", type=int, default=1, help="data loading processes")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
-    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    tr.add_argument("--fp-vision", action="store_true",
-                    help="keep the vision encoder in full precision (then make it 1.58-bit with `bitvla distill`)")
+    add_arguments(tr, TrainConfig)
     tr.set_defaults(func=_cmd_train)
 
     di = sub.add_parser("distill", help="make a VLA's vision encoder 1.58-bit by distillation-aware training",
                         description="Student = the encoder with W1.58-A8 linears, initialised from the full-precision "
                                     "teacher; loss = task L1 (with --dataset) + align weight x per-layer relative MSE.")
-    di.add_argument("--model", required=True, help="VLA checkpoint (published layout), e.g. trained with --fp-vision")
-    di.add_argument("--output", required=True, help="run folder: checkpoints, metrics, loss.png, model/")
-    di.add_argument("--images", nargs="*", help="image folders and/or recorded datasets to distill on")
-    di.add_argument("--dataset", action="append",
-                    help="recorded dataset: adds the task loss (and its frames as images); repeat for several")
-    di.add_argument("--steps", type=int, default=2000,
-                    help="optimizer steps; 0 writes the encoder ternarized as it is (the baseline without distillation)")
-    di.add_argument("--batch-size", type=int, default=32)
-    di.add_argument("--lr", type=float, default=3e-4)
-    di.add_argument("--warmup", type=int, default=100)
-    di.add_argument("--align-weight", type=float, default=1.0)
-    di.add_argument("--task-weight", type=float, default=1.0)
-    di.add_argument("--save-every", type=int, default=500)
-    di.add_argument("--seed", type=int, default=0)
-    di.add_argument("--resume", action="store_true")
+    add_arguments(di, DistillConfig)
     di.set_defaults(func=_cmd_distill)
 
     rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",

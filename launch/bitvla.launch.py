@@ -2,6 +2,10 @@
 
     ros2 launch bitvla_ros bitvla.launch.py model_path:=/path/to/model
     ros2 launch bitvla_ros bitvla.launch.py record:=true run_policy:=false dataset_dir:=~/datasets/task
+    ros2 launch bitvla_ros bitvla.launch.py model_path:=/path/to/model managed:=true   # lifecycle node
+
+With managed:=true the policy is the lifecycle node (policy_lifecycle_node): it waits unconfigured
+for a lifecycle manager or `ros2 lifecycle set /bitvla_policy configure`, then `activate`.
 
 Every parameter lives in the params files (config/policy.yaml, config/recorder.yaml, each one
 commented); the launch arguments below override the few that change from run to run.
@@ -25,7 +29,8 @@ def nodes(context):
     sim_time = {"use_sim_time": arg("use_sim_time").lower() == "true"}
     out = []
     if arg("run_policy").lower() == "true":
-        out.append(Node(package="bitvla_ros", executable="policy_node", name="bitvla_policy", output="screen",
+        executable = "policy_lifecycle_node" if arg("managed").lower() == "true" else "policy_node"
+        out.append(Node(package="bitvla_ros", executable=executable, name="bitvla_policy", output="screen",
                         parameters=[arg("policy_params"), sim_time, overrides({"model_path": arg("model_path")})]))
     if arg("record").lower() == "true":
         out.append(Node(package="bitvla_ros", executable="recorder_node", name="bitvla_recorder", output="screen",
@@ -42,6 +47,8 @@ def generate_launch_description():
                               description="parameter file of bitvla_recorder"),
         DeclareLaunchArgument("model_path", default_value="", description="model folder ('' = the params file's)"),
         DeclareLaunchArgument("run_policy", default_value="true", description="start the policy node"),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="run the lifecycle (managed) policy node instead of the plain one"),
         DeclareLaunchArgument("record", default_value="false", description="start the recorder node"),
         DeclareLaunchArgument("dataset_dir", default_value="", description="recorder output ('' = the params file's)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock"),

@@ -1,16 +1,21 @@
-"""The `bitvla` command: info and convert."""
+"""The `bitvla` command: info and convert, and the flags derived from settings dataclasses."""
+
+import argparse
+from dataclasses import dataclass, fields
 
 import pytest
 
 import tiny
-from bitvla_ros.cli import main
+from bitvla_ros.arguments import add_arguments, cli_fields, from_arguments, setting
+from bitvla_ros.cli import build_parser, main
+from bitvla_ros.train.settings import DistillConfig, TrainConfig
 
 
 def test_info_full_size_matches_the_published_parameter_counts(capsys):
     assert main(["info", "--preset", "bitvla-3b"]) == 0
     out = capsys.readouterr().out
     rows = {line[:34].strip(): line[34:].split() for line in out.splitlines() if line[:34].strip()}
-    # reference/bitvla.md §1.10
+    # the published parameter counts per part (docs/model.md)
     assert rows["LLM ternary linears"][0] == "2,084,044,800"
     assert rows["LLM token embedding"][0] == "328,355,840"
     assert rows["vision ternary linears"][0] == "395,845,632"
@@ -40,3 +45,41 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["info", "--preset", "bitvla-3b", "--model", "x"])
+
+
+# --- flags derived from the settings dataclasses ------------------------------------------------
+
+@pytest.mark.parametrize("command,kind,required", [
+    ("train", TrainConfig, ["--dataset", "d1", "--output", "o"]),
+    ("distill", DistillConfig, ["--model", "m", "--output", "o"]),
+])
+def test_train_and_distill_flags_are_the_settings_fields(command, kind, required):
+    parser = build_parser()
+    args = parser.parse_args([command, *required])
+    got = from_arguments(kind, args)
+    first, second = (f.name for f in fields(kind)[:2])
+    expected = kind(**{first: getattr(got, first), second: "o"})
+    assert got == expected  # every default comes from the dataclass
+    assert getattr(got, first) in (["d1"], "m")
+    assert {f.name for f in cli_fields(kind)} <= set(vars(args))
+
+
+def test_flag_forms_follow_the_field_types():
+    args = build_parser().parse_args(["train", "--dataset", "a", "--dataset", "b", "--output", "o", "--no-image-aug",
+                                      "--lr", "1e-3", "--steps", "7", "--init", "ckpt", "--fp-vision"])
+    cfg = from_arguments(TrainConfig, args)
+    assert cfg.dataset == ["a", "b"] and cfg.image_aug is False and cfg.fp_vision is True
+    assert (cfg.lr, cfg.steps, cfg.init) == (1e-3, 7, "ckpt")
+    args = build_parser().parse_args(["distill", "--model", "m", "--output", "o", "--images", "x", "y",
+                                      "--align-weight", "0.5", "--eval-images", "9"])
+    cfg = from_arguments(DistillConfig, args)
+    assert cfg.images == ["x", "y"] and cfg.dataset is None and (cfg.align_weight, cfg.eval_images) == (0.5, 9)
+
+
+def test_a_field_without_a_command_line_form_is_refused():
+    @dataclass
+    class Odd:
+        table: dict = setting(default_factory=dict, help="no flag can say this")
+
+    with pytest.raises(TypeError, match=r"Odd.table.*cli=False"):
+        add_arguments(argparse.ArgumentParser(), Odd)

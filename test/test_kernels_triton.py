@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from bitvla_ros.kernels import AUTO_ORDER, CudaBackend, get_backend
+from bitvla_ros.kernels.constants import REAL_SHAPES
 from bitvla_ros.kernels.reference import ternary_matmul_reference
 from bitvla_ros.model.cuda_graph import BitVLAGraphForward, CUDAGraphRunner, CUDAGraphUnavailable
 from bitvla_ros.quant import PackedTernary, pack_ternary, quantize_activations_int8
@@ -410,9 +411,6 @@ def test_cuda_graph_tiny_model_matches_eager(report):
 # --------------------------------------------------------------------------------------------
 # GPU: the model's real shapes
 # --------------------------------------------------------------------------------------------
-
-REAL_SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (1152, 1152), (4304, 1152), (1152, 4304)]
-
 
 @gpu_only
 @pytest.mark.parametrize("n,k", REAL_SHAPES, ids=[f"{n}x{k}" for n, k in REAL_SHAPES])

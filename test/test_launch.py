@@ -36,6 +36,8 @@ def test_launch_describes_policy_and_optional_recorder(monkeypatch):
     assert [n.node_executable for n in module.nodes(context)] == ["policy_node"]
     context.launch_configurations["record"] = "true"
     assert [n.node_executable for n in module.nodes(context)] == ["policy_node", "recorder_node"]
+    context.launch_configurations["managed"] = "true"
+    assert [n.node_executable for n in module.nodes(context)] == ["policy_lifecycle_node", "recorder_node"]
 
 
 @pytest.mark.parametrize("params_file,module,node", [("policy.yaml", "policy_node", "bitvla_policy"),

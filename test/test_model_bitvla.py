@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import tiny
+from bitvla_ros.kernels.constants import REAL_SHAPES
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.config import bitvla_3b
 
@@ -123,3 +124,9 @@ def test_full_size_skeleton_has_the_published_shapes():
     assert m.vision.layers[25].mlp.fc1.qweight.shape == (4304, 1152 // 4)
     assert m.action_head.fc1.weight.shape == (2560, 17920)
     assert len(m.ternary_layers()) == 30 * 7 + 26 * 6
+
+
+def test_the_kernels_real_shapes_are_the_full_size_models():
+    # kernels/ may not import model/, so the kernels' copy of the shapes is checked against the preset here
+    shapes = {(layer.out_features, layer.in_features) for _, layer in BitVLA.deploy_skeleton(bitvla_3b()).ternary_layers()}
+    assert shapes == set(REAL_SHAPES)

@@ -1,8 +1,10 @@
 """The ament_python package metadata: package.xml, setup.py's data_files, the resource marker."""
 
+import ast
 import os
 import runpy
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from unittest import mock
@@ -12,15 +14,51 @@ import pytest
 import bitvla_ros
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_DEPENDS = {
-    "rclpy", "sensor_msgs", "std_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs",
-    "launch", "launch_ros",
-    "python3-numpy", "python3-yaml", "python3-opencv", "python3-tqdm",
-    "python3-pytorch-pip", "python3-transformers-pip", "python3-safetensors-pip",
-    "python3-bitsandbytes-pip",
+
+# Import name -> rosdep key, for the Python libraries the code imports. None: an optional extra
+# that package.xml does not name (each one is pinned in requirements*.txt and imported only where
+# it is used, with an actionable error or a fallback without it). Any other top-level import that
+# is neither the standard library nor this package is a ROS package, named as it is imported.
+PYTHON_KEYS = {
+    "numpy": "python3-numpy", "yaml": "python3-yaml", "cv2": "python3-opencv", "tqdm": "python3-tqdm",
+    "matplotlib": "python3-matplotlib", "PIL": "python3-pil", "jinja2": "python3-jinja2", "pytest": "python3-pytest",
+    "torch": "python3-pytorch-pip", "transformers": "python3-transformers-pip", "safetensors": "python3-safetensors-pip",
+    "tokenizers": "python3-tokenizers-pip", "pyarrow": "python3-pyarrow-pip", "bitsandbytes": "python3-bitsandbytes-pip",
+    "triton": None,  # the cuda backend (NVIDIA only; the registry skips it without triton)
+    "simplejpeg": None,  # TensorFlow's JPEG decoding for the published LIBERO protocol (OpenCV otherwise)
+    "libero": None,  # the simulation (requirements-sim.txt)
 }  # fmt: skip
 
 
+def imported_packages(*folders: str) -> dict[str, set[str]]:
+    """Top-level third-party imports of the .py files under ``folders``, with the files importing them."""
+    local = {"bitvla_ros"} | {p.stem for p in (REPO / "test").glob("*.py")} | {
+        p.name for p in (REPO / "test").iterdir() if p.is_dir()}
+    found: dict[str, set[str]] = {}
+    for folder in folders:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in local:
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def dependency_keys(imports: dict[str, set[str]]) -> dict[str, str]:
+    """rosdep key -> a file that needs it."""
+    keys = {}
+    for name, files in imports.items():
+        key = PYTHON_KEYS.get(name, name)  # a ROS package is its own key
+        if key is not None:
+            keys[key] = min(files)
+    return keys
 def run_setup_py(root: Path) -> dict:
     """The keyword arguments root/setup.py passes to setuptools.setup(), without building."""
     old = Path.cwd()
@@ -47,10 +85,24 @@ def test_package_xml_is_format_3_ament_python(package_xml):
     assert package_xml.findtext("export/build_type") == "ament_python"
 
 
-def test_package_xml_names_every_dependency(package_xml):
+def test_package_xml_names_every_package_the_code_imports(package_xml):
     run = {e.text for tag in ("depend", "exec_depend") for e in package_xml.iter(tag)}
-    assert RUN_DEPENDS <= run, f"missing: {sorted(RUN_DEPENDS - run)}"
-    assert "python3-pytest" in {e.text for e in package_xml.iter("test_depend")}
+    tests = {e.text for e in package_xml.iter("test_depend")}
+    needed = dependency_keys(imported_packages("bitvla_ros", "launch"))
+    missing = {key: f for key, f in needed.items() if key not in run}
+    assert not missing, f"add an <exec_depend> to package.xml for each (key: a file importing it): {missing}"
+    for_tests = dependency_keys(imported_packages("test"))
+    missing = {key: f for key, f in for_tests.items() if key not in run | tests}
+    assert not missing, f"add a <test_depend> to package.xml for each (key: a file importing it): {missing}"
+    unused = (run - set(needed)) | (tests - set(for_tests))
+    assert not unused, f"package.xml names what no code imports; drop them or import them: {sorted(unused)}"
+
+
+def test_import_scan_sees_ros_packages_and_maps_python_libraries():
+    needed = dependency_keys(imported_packages("bitvla_ros"))
+    assert {"rclpy", "rosgraph_msgs", "builtin_interfaces", "sensor_msgs"} <= set(needed)
+    assert needed["python3-numpy"].startswith("bitvla_ros/")
+    assert not {"os", "json", "bitvla_ros", "triton", "libero"} & set(needed)
 
 
 def test_versions_agree(package_xml):

@@ -12,6 +12,8 @@ from bitvla_ros.policy.rejections import Rejected, RejectionLog
 from bitvla_ros.policy.runner import STREAM, TRAJECTORY, PolicyRunner, PolicySettings
 from bitvla_ros.policy.safety import SafetyFilter, SafetyLimits
 from bitvla_ros.policy.scheduler import ChunkScheduler
+from bitvla_ros.policy.timing import first_live, trajectory_timing
+from jtc import TrajectoryController
 
 CAMS, JOINTS = ["agentview", "wrist"], ["j1", "j2"]
 IMG = np.zeros((4, 4, 3), np.uint8)
@@ -20,10 +22,10 @@ IMG = np.zeros((4, 4, 3), np.uint8)
 class FakePredictor:
     """Returns chunks whose values count up, so tests can tell chunks and steps apart."""
 
-    def __init__(self, chunk=8, dim=3, images=2, proprio=2, fail=False):
+    def __init__(self, chunk=8, dim=3, images=2, proprio=2, fail=False, nan=False):
         self.model = SimpleNamespace(config=SimpleNamespace(action_dim=dim, num_images=images, use_proprio=True,
                                                             proprio_dim=proprio), backend_name="fake")
-        self.calls, self.chunk, self.dim, self.fail = [], chunk, dim, fail
+        self.calls, self.chunk, self.dim, self.fail, self.nan = [], chunk, dim, fail, nan
         self.gate = None  # a threading.Event to hold predict() open
 
     def predict(self, images, instruction, proprio):
@@ -34,6 +36,8 @@ class FakePredictor:
         self.calls.append((len(images), instruction, proprio.copy()))
         n = len(self.calls)
         actions = n * 100 + np.arange(self.chunk)[:, None] + np.zeros((self.chunk, self.dim))
+        if self.nan:
+            actions[3, 1] = math.nan
         return SimpleNamespace(actions=actions, inference_s=0.01 * n)
 
 
@@ -117,26 +121,95 @@ def test_rejection_log_rate_limits_per_cause():
     assert log.snapshot() == {"stale": 3, "missing_camera": 1}
 
 
-# --- scheduler and safety ----------------------------------------------------------------------
+# --- timing, scheduler and safety ---------------------------------------------------------------
 
-def test_scheduler_executes_then_replans_and_prefetches():
-    s = ChunkScheduler(execute_steps=3, prefetch_steps=1)
-    assert s.needs_inference()
+P = 0.05  # control period of the tests (20 Hz)
+
+
+def test_actions_whose_slot_ended_are_past():
+    assert first_live(1.0, 1.0, P) == 0
+    assert first_live(1.0, 1.049, P) == 0   # the first slot is still running
+    assert first_live(1.0, 1.05, P) == 1
+    assert first_live(1.0, 1.17, P) == 3
+    assert first_live(1.0, 0.9, P) == 0     # a clock behind the stamp: nothing is past
+
+
+@pytest.mark.parametrize("mode", ["zero", "now", "observation"])
+def test_trajectory_points_lie_ahead_of_the_present_in_every_stamp_mode(mode):
+    dues = 1.0 + np.arange(2, 8) * P       # a chunk from t=1.0 whose first two slots ended
+    t = trajectory_timing(dues, 1.0, now=1.12, period=P, stamp_mode=mode)
+    start = {"zero": 1.12, "now": 1.12, "observation": 1.0}[mode]
+    assert t.stamp == {"zero": 0.0, "now": 1.12, "observation": 1.0}[mode]
+    absolute = start + np.array(t.time_from_start)
+    assert absolute == pytest.approx(dues + P)  # the same instants, whatever the reference
+    assert (absolute > 1.12).all()
+    with pytest.raises(ValueError, match="stamp_mode must be one of"):
+        trajectory_timing(dues, 1.0, 1.12, P, "later")
+
+
+def test_scheduler_replans_on_a_nominal_schedule_and_prefetches():
+    s = ChunkScheduler(P, execute_steps=4, prefetch_steps=1)
+    identity = lambda plan, previous: plan  # noqa: E731
+    assert s.needs_inference(0.0)
     s.start_inference()
-    assert not s.needs_inference()
-    s.load(np.arange(8)[:, None], stamp=1.0)
-    assert [s.pop().index for _ in range(2)] == [0, 1]
-    assert s.needs_inference()  # one action left = prefetch threshold
+    assert not s.needs_inference(0.0)
+    queued = s.load(np.arange(8)[:, None], stamp=1.0, now=1.01, make_safe=identity)
+    assert [q.index for q in queued] == [0, 1, 2, 3] and queued[1].due == pytest.approx(1.05)
+    assert s.replan_at == pytest.approx(1.15)   # (execute - prefetch) periods after the observation
+    assert not s.needs_inference(1.14) and s.needs_inference(1.15)
+    # the next observation came 20 ms late (a camera frame): the schedule does not drift
+    s.load(np.arange(8)[:, None], stamp=1.17, now=1.18, make_safe=identity)
+    assert s.replan_at == pytest.approx(1.30)
+    # a schedule that fell far behind is anchored again on the observation
+    s.load(np.arange(8)[:, None], stamp=2.0, now=2.01, make_safe=identity)
+    assert s.replan_at == pytest.approx(2.15)
     s.flush()
-    assert len(s) == 0 and s.needs_inference()
+    assert len(s) == 0 and s.needs_inference(2.02)
+
+
+def test_a_late_chunk_starts_at_its_first_live_action_and_a_dead_one_is_dropped():
+    s = ChunkScheduler(P, execute_steps=4)
+    identity = lambda plan, previous: plan  # noqa: E731
+    queued = s.load(np.arange(8)[:, None], stamp=1.0, now=1.12, make_safe=identity)  # 120 ms late
+    assert [q.index for q in queued] == [2, 3]
+    # later than the whole execute window: the next live action still runs, then re-plan at once
+    queued = s.load(np.arange(8)[:, None], stamp=2.0, now=2.27, make_safe=identity)
+    assert [q.index for q in queued] == [5]
+    assert s.load(np.arange(8)[:, None], stamp=3.0, now=3.5, make_safe=identity) == []
+    assert s.needs_inference(3.5)
+
+
+def test_stream_pops_the_action_of_the_current_slot():
+    s = ChunkScheduler(P, execute_steps=8)
+    s.load(np.arange(8)[:, None], stamp=1.0, now=1.0, make_safe=lambda plan, previous: plan)
+    assert s.pop(1.002).index == 0
+    assert s.pop(1.049).index == 1          # ticks a little early or late: no repeat, no skip
+    assert s.pop(1.101).index == 2
+    assert s.pop(1.26).index == 5           # a tick 100 ms late sends the present, not the past
+    assert s.dropped_late == 0 and s.pop(1.27) is None
+
+
+def test_blend_fades_into_the_new_plan_but_never_blends_the_gripper():
+    s = ChunkScheduler(P, execute_steps=8, prefetch_steps=4, join="blend", blend_steps=3, frozen_dims=[1])
+    identity = lambda plan, previous: plan  # noqa: E731
+    s.load(np.zeros((8, 2)), stamp=1.0, now=1.0, make_safe=identity)
+    s.advance(1.2)
+    new = s.load(np.ones((8, 2)), stamp=1.2, now=1.2, make_safe=identity)
+    arm, gripper = [q.action[0] for q in new], [q.action[1] for q in new]
+    assert arm[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0]) and arm[4:] == [1.0] * 4
+    assert gripper == [1.0] * 8
+    replace = ChunkScheduler(P, execute_steps=8, prefetch_steps=4)
+    replace.load(np.zeros((8, 2)), stamp=1.0, now=1.0, make_safe=identity)
+    assert [q.action[0] for q in replace.load(np.ones((8, 2)), 1.2, 1.2, identity)] == [1.0] * 8
 
 
 def test_safety_clamps_bounds_and_step_delta():
     f = SafetyFilter(SafetyLimits.build(2, lower=[-1, -1], upper=[1, 1], max_delta=[0.5]))
-    assert f.apply([5.0, 0.0]).tolist() == [1.0, 0.0]
-    assert f.apply([-1.0, 0.2]).tolist() == [0.5, 0.2]  # at most 0.5 from the previous command
+    assert f.apply([5.0, 0.0], None).tolist() == [1.0, 0.0]
+    assert f.apply([-1.0, 0.2], np.array([1.0, 0.0])).tolist() == [0.5, 0.2]  # at most 0.5 from the previous
+    assert f.apply_plan(np.array([[-1.0, 0.0], [-1.0, 0.0]]), np.array([1.0, 0.0]))[:, 0].tolist() == [0.5, 0.0]
     with pytest.raises(Rejected, match="non_finite_action"):
-        f.apply([math.nan, 0.0])
+        f.apply([math.nan, 0.0], None)
     with pytest.raises(ValueError, match="expected 1 or 2"):
         SafetyLimits.build(2, lower=[0, 0, 0])
 
@@ -150,29 +223,102 @@ def test_disabled_runner_never_commands():
     assert r.predictor.calls == []
 
 
-def test_trajectory_output_publishes_the_executed_plan_then_replans():
+def test_trajectory_output_publishes_the_live_plan_then_replans():
     p = FakePredictor()
     r = PolicyRunner(settings(execute_steps=4, upper=[103.0]), p)
     feed(r, 0.0)
-    cmd = r.infer_once(0.1)
+    cmd = r.infer_once(0.02)
     assert cmd.actions.shape == (4, 3) and cmd.stamp == 0.0
     assert cmd.actions[:, 0].tolist() == [100, 101, 102, 103]
-    assert r.infer_once(0.1) is None  # queue still full
-    for _ in range(4):
-        assert r.tick(0.2) is None  # trajectory mode: ticks only advance the queue
-    feed(r, 0.3, instruction=None)
-    cmd2 = r.infer_once(0.3)
+    assert cmd.due.tolist() == pytest.approx([0.0, 0.05, 0.1, 0.15])
+    assert r.infer_once(0.1) is None  # not due before 4 periods
+    for k in range(4):
+        assert r.tick(0.05 * k) is None  # trajectory mode: ticks only advance the queue
+    feed(r, 0.2, instruction=None)
+    cmd2 = r.infer_once(0.2)
     assert cmd2.actions[0, 0] == 103.0  # clamped by the upper limit
     assert r.status()["chunks_published"] == 2
 
 
-def test_stream_output_sends_one_safe_action_per_tick():
-    r = PolicyRunner(settings(command_type=STREAM, max_step_delta=[0.5]), FakePredictor(chunk=8))
+def test_the_next_chunk_waits_for_the_frame_taken_at_the_replan_time():
+    p = FakePredictor()
+    r = PolicyRunner(settings(execute_steps=4), p)
     feed(r, 0.0)
-    assert r.infer_once(0.1) is None
-    sent = [r.tick(0.1 + i * 0.05).actions[0, 0] for i in range(8)]
-    assert sent == [100.0] + [100.5 + 0.5 * i for i in range(7)][:7]  # first free, then ≤ 0.5 a step
-    assert r.tick(0.6) is None
+    r.infer_once(0.0)
+    feed(r, 0.19, instruction=None)          # the newest frame predates the re-plan time (0.2)
+    assert r.infer_once(0.21) is None and len(p.calls) == 1
+    feed(r, 0.22, instruction=None)
+    assert r.infer_once(0.22) is not None and len(p.calls) == 2
+    feed(r, 0.30, instruction=None)          # no fresher frame within a period: the latest is used
+    assert r.infer_once(0.46) is not None and len(p.calls) == 3
+
+
+def test_stream_output_sends_one_safe_action_per_tick_from_the_present():
+    clock = {"t": 0.1}
+    r = PolicyRunner(settings(command_type=STREAM, max_step_delta=[0.5]), FakePredictor(chunk=8),
+                     clock=lambda: clock["t"])
+    feed(r, 0.0)
+    assert r.infer_once(0.0) is None   # the chunk comes back 100 ms after its observation
+    sent = [r.tick(0.1 + i * 0.05).actions[0, 0] for i in range(6)]
+    assert sent == [102.0, 102.5, 103.0, 103.5, 104.0, 104.5]  # the past is skipped; then ≤ 0.5 a step
+    assert r.tick(0.41) is None
+
+
+@pytest.mark.parametrize("latency_periods", [0, 0.6, 1.5, 3.2])
+@pytest.mark.parametrize("stamp_mode", ["zero", "now", "observation"])
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_a_trajectory_controller_executes_every_chunk(latency_periods, stamp_mode, prefetch):
+    """The runner against joint_trajectory_controller's rules, at end-to-end latencies up to a few
+    control periods: nothing rejected, no point sent in the past."""
+    clock = {"t": 0.0}
+    r = PolicyRunner(settings(execute_steps=6, prefetch_steps=prefetch, stamp_mode=stamp_mode),
+                     FakePredictor(chunk=8), clock=lambda: clock["t"])
+    jtc = TrajectoryController(dim=3)
+    latency = latency_periods * P
+    t, sent = 0.0, 0
+    while t < 3.0:
+        feed(r, t, instruction="pick the bowl")   # a camera at the control rate
+        r.tick(t)
+        if r.inference_due(t):
+            clock["t"] = t + latency
+            cmd = r.infer_once(t)
+            if cmd is not None:
+                timing = r.trajectory(cmd, clock["t"])
+                transport = 0.002
+                assert jtc.receive(timing.stamp, timing.time_from_start, cmd.actions, clock["t"] + transport)
+                sent += 1
+        t = round(t + P, 9)
+    assert sent >= 3 and not jtc.rejected
+    assert jtc.skipped_points == 0, f"{jtc.skipped_points} of {jtc.total_points} points were past on arrival"
+
+
+@pytest.mark.parametrize("command_type", [TRAJECTORY, STREAM])
+@pytest.mark.parametrize("failure", ["raises", "nan"])
+def test_failures_fault_the_runner_hold_through_the_limits_and_reset_recovers(command_type, failure):
+    logged = []
+    p = FakePredictor()
+    r = PolicyRunner(settings(command_type=command_type, hold_command="zero", max_step_delta=[30.0]), p,
+                     log=logged.append)
+    feed(r, 0.0)
+    r.infer_once(0.0)
+    r.tick(0.0)
+    p.fail, p.nan = failure == "raises", failure == "nan"
+    feed(r, 0.4, instruction=None)
+    hold = r.infer_once(0.4)  # the next chunk fails
+    assert hold is not None and hold.hold
+    # zero, but at most 30 from the command in effect: the first action streamed, or the plan's last
+    in_effect = 100.0 if command_type == STREAM else 107.0
+    assert hold.actions[0].tolist() == [in_effect - 30] * 3
+    status = r.status()
+    assert status["fault"] and ("boom" in status["fault"] or "non-finite" in status["fault"]) and logged
+    assert r.tick(0.45) is None and r.infer_once(0.5) is None  # nothing while faulted
+    p.fail = p.nan = False
+    r.reset()
+    feed(r, 0.6, instruction=None)
+    out = r.infer_once(0.6)
+    if command_type == STREAM:
+        out = r.tick(0.6)
+    assert out is not None and not out.hold and np.isfinite(out.actions).all()
 
 
 def test_stale_or_incomplete_observations_are_counted_not_used(monkeypatch):
@@ -189,14 +335,14 @@ def test_new_instruction_flushes_queue_and_drops_a_chunk_in_flight():
     p = FakePredictor()
     r = PolicyRunner(settings(command_type=STREAM), p)
     feed(r, 0.0)
-    r.infer_once(0.1)
-    r.tick(0.1)
+    r.infer_once(0.0)
+    r.tick(0.0)
     assert r.set_instruction("open the drawer")
-    assert len(r.scheduler) == 0
+    assert len(r.scheduler) == 0 and r.inference_due(0.01)
     # an inference that finishes after the instruction changed is dropped
     p.gate = threading.Event()
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("cmd", r.infer_once(0.2)))
+    t = threading.Thread(target=lambda: out.setdefault("cmd", r.infer_once(0.01)))
     t.start()
     r.set_instruction("close the drawer")
     p.gate.set()
@@ -204,28 +350,17 @@ def test_new_instruction_flushes_queue_and_drops_a_chunk_in_flight():
     assert out["cmd"] is None and len(r.scheduler) == 0
 
 
-def test_predictor_failure_faults_until_reset():
-    logged = []
-    r = PolicyRunner(settings(), FakePredictor(fail=True), log=logged.append)
-    feed(r, 0.0)
-    assert r.infer_once(0.1) is None
-    assert "inference failed" in r.status()["fault"] and logged
-    r.predictor.fail = False
-    assert r.infer_once(0.1) is None  # still faulted
-    r.reset()
-    assert r.infer_once(0.1) is not None
-
-
 def test_swap_happens_between_chunks_and_bad_swaps_keep_the_old_policy():
     old, new = FakePredictor(), FakePredictor()
     r = PolicyRunner(settings(command_type=STREAM), old)
     feed(r, 0.0)
-    r.infer_once(0.1)
+    r.infer_once(0.0)
     r.stage(new)
     assert r.predictor is old  # the running chunk finishes with the old policy
-    for _ in range(8):
-        r.tick(0.1)
-    r.infer_once(0.2)
+    for k in range(8):
+        r.tick(k * 0.05)
+    feed(r, 0.4, instruction=None)
+    r.infer_once(0.4)
     assert r.predictor is new and len(new.calls) == 1
     with pytest.raises(ValueError, match="4 action dims"):
         r.stage(FakePredictor(dim=4))
@@ -235,11 +370,11 @@ def test_swap_happens_between_chunks_and_bad_swaps_keep_the_old_policy():
 def test_disable_flushes_and_optionally_holds():
     r = PolicyRunner(settings(command_type=STREAM, hold_command="last"), FakePredictor())
     feed(r, 0.0)
-    r.infer_once(0.1)
-    last = r.tick(0.1).actions[0]
-    hold = r.set_enabled(False)
+    r.infer_once(0.0)
+    last = r.tick(0.0).actions[0]
+    hold = r.set_enabled(False, 0.01)
     assert hold.hold and np.array_equal(hold.actions[0], last)
-    assert len(r.scheduler) == 0 and r.tick(0.2) is None
+    assert len(r.scheduler) == 0 and r.tick(0.05) is None
     r2 = PolicyRunner(settings(hold_command="zero"), FakePredictor())
     assert r2.set_enabled(False).actions.tolist() == [[0.0, 0.0, 0.0]]
     assert PolicyRunner(settings(), FakePredictor()).set_enabled(False) is None
@@ -250,3 +385,5 @@ def test_model_and_settings_must_agree():
         PolicyRunner(settings(camera_names=["only"]), FakePredictor())
     with pytest.raises(ValueError, match="command_type"):
         PolicyRunner(settings(command_type="twist"))
+    with pytest.raises(ValueError, match="stamp_mode"):
+        PolicyRunner(settings(stamp_mode="later"))

@@ -1,4 +1,4 @@
-"""BitVLAProcessor: prompt layout (§1.5), SigLIP image preprocessing (§1.2), batching and errors."""
+"""BitVLAProcessor: prompt layout, SigLIP image preprocessing, batching and errors."""
 
 from dataclasses import replace
 

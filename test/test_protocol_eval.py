@@ -132,27 +132,32 @@ def test_ros_and_in_process_paths_give_the_same_actions(packed, rclpy_context, t
     params = {"model_path": str(packed), "backend": "reference", "image_topics": CAMERAS,
               "proprio_names": PROPRIO_NAMES, "action_names": ACTIONS, "control_rate_hz": 20.0,
               "max_observation_age_s": 1.0, "start_enabled": True, "diagnostics_rate_hz": 4.0,
-              "image_pipeline": "libero", "seed": 7, "execute_steps": 8}
+              "image_pipeline": "libero", "seed": 7, "execute_steps": 8, "stamp_mode": "observation"}
     robot = FixedRobot(rclpy_context, images, proprio)
     try:
         with NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", params, tmp_path) as proc:
             robot.instruct(INSTRUCTION)
             assert robot.spin_until(lambda: len(robot.commands) >= 1, 90), proc.log()
-        ros_chunk = np.array([p.positions for p in robot.commands[0].points])
+        first = robot.commands[0]
+        ros_chunk = np.array([p.positions for p in first.points])
+        # actions already past when the chunk came back were dropped: the first point says how many
+        first_index = round((first.points[0].time_from_start.nanosec * 1e-9 + first.points[0].time_from_start.sec)
+                            * 20.0) - 1
     finally:
         robot.close()
 
     # directly: the predictor with the same pipeline
     predictor = BitVLAPredictor.from_pretrained(packed, backend="reference", image_pipeline="libero")
     direct = predictor.predict(images, INSTRUCTION, proprio).actions[:8]
-    assert ros_chunk.shape == (8, 7)
-    np.testing.assert_allclose(ros_chunk, direct, rtol=0, atol=1e-6)
+    assert ros_chunk.shape == (8 - first_index, 7)
+    np.testing.assert_allclose(ros_chunk, direct[first_index:], rtol=0, atol=1e-6)
 
-    # the in-process eval loop: what reaches the env is the chunk, post-processed for LIBERO
+    # the in-process eval loop (the node's PolicyRunner on sim time): what reaches the env is the
+    # chunk, post-processed for LIBERO
     env = FixedEnv(images, proprio)
     record = run_episode_in_process(SimRunner(lambda task: env), predictor, 0, 0, execute_steps=8)
     assert record["steps"] == 8 and record["reason"] == "max_steps"
-    np.testing.assert_allclose(np.array(env.actions), P.libero_postprocess_action(ros_chunk), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.array(env.actions), P.libero_postprocess_action(direct), rtol=0, atol=1e-6)
     assert set(np.array(env.actions)[:, 6]) <= {-1.0, 0.0, 1.0}
 
 
@@ -161,6 +166,8 @@ def test_in_process_loop_queries_every_execute_steps_and_counts_errors_as_failur
     calls = []
 
     class Counting:
+        model = SimpleNamespace(config=SimpleNamespace(action_dim=7, num_images=2, use_proprio=True, proprio_dim=8))
+
         def predict(self, ims, instruction, state):
             calls.append((ims[0].shape, instruction))
             return SimpleNamespace(actions=np.zeros((8, 7)), inference_s=0.01)
@@ -174,12 +181,12 @@ def test_in_process_loop_queries_every_execute_steps_and_counts_errors_as_failur
     assert calls[0] == ((256, 256, 3), INSTRUCTION) and record["init_state"] == 3
     assert env.actions[0].tolist() == [0, 0, 0, 0, 0, 0, 1.0]  # gripper 0 → close (+1)
 
-    class Failing:
+    class Failing(Counting):
         def predict(self, *a):
             raise RuntimeError("boom")
 
     record = run_episode_in_process(SimRunner(lambda task: FixedEnv(images, proprio)), Failing(), 0, 0)
-    assert not record["success"] and record["reason"] == "error: RuntimeError: boom"
+    assert not record["success"] and record["reason"].startswith("error: ") and "RuntimeError: boom" in record["reason"]
 
 
 # --- end to end --------------------------------------------------------------------------------

@@ -30,6 +30,15 @@ def test_default_model_is_shipped_packed_and_documented():
     assert demo["eval_init_start"] >= 40  # held out: demonstrations used init states 0-39
 
 
+def test_default_model_carries_the_settings_it_was_evaluated_with():
+    from bitvla_ros.model.runtime import RuntimeSettings
+    from bitvla_ros.ros.evaluate import ACTION_NAMES, PROPRIO_NAMES
+
+    runtime = RuntimeSettings.load(MODEL)
+    assert runtime.execute_steps == 4 and runtime.rate_hz == 20.0  # as in the model card's evaluation
+    assert runtime.action_names == ACTION_NAMES and runtime.proprio_names == PROPRIO_NAMES
+
+
 def test_default_model_is_ternary_in_llm_and_vision():
     loaded = load_model(MODEL, backend="reference")
     cfg = loaded.config

@@ -145,7 +145,7 @@ def drop_added_above(offset):
 
 
 def test_token_ids_fall_back_to_the_published_offsets(tok):
-    published = edit(tok, drop_added_above(9))  # pad kept, image/proprio/actions gone (§5.4)
+    published = edit(tok, drop_added_above(9))  # pad kept, image/proprio/actions gone, as published
     assert published.token_to_id(IMAGE) is None
     assert token_ids(published) == TokenIds.from_base(base_of(tok))
     assert TokenIds.from_base(128000) == TokenIds()  # the published ids themselves

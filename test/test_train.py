@@ -57,6 +57,13 @@ def test_train_checkpoints_resumes_and_exports_a_working_model(dataset, tmp_path
     assert model.deployed and model.config.num_images == 2 and model.config.action_dim == 7
     stats = json.loads((run / "model" / "dataset_statistics.json").read_text())
     assert list(stats) == ["toy_no_noops"] and stats["toy_no_noops"]["action"]["mask"][-1] is False
+    from bitvla_ros.data.reader import EpisodeDataset
+    from bitvla_ros.model.runtime import RuntimeSettings
+
+    runtime, recorded = RuntimeSettings.load(run / "model"), EpisodeDataset(dataset)
+    assert runtime.rate_hz == recorded.fps and runtime.action_names == recorded.action_names  # travels with it
+    assert runtime.proprio_names == recorded.state_names
+    assert RuntimeSettings.load(run / "checkpoints" / "step_0000006") == runtime
     predictor = BitVLAPredictor.from_pretrained(run / "model", backend="reference")
     images = [np.zeros((32, 40, 3), np.uint8)] * 2
     chunk = predictor.predict(images, "open the drawer", np.zeros(8))

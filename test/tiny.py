@@ -1,7 +1,7 @@
 """Tiny models, tokenizers, observations and checkpoints for tests; nothing is downloaded.
 
 `write_published_checkpoint` writes the published BitVLA master-weight layout
-(reference/bitvla.md §5) with every key spelled out here, independently of the package's own key
+(docs/checkpoints.md) with every key spelled out here, independently of the package's own key
 map, so that the loader is tested against the layout and not against itself.
 """
 

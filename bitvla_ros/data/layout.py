@@ -21,7 +21,7 @@ root/
   meta/episodes_stats.jsonl   per-episode min/max/mean/std/count of the numeric features
   meta/stats.json             the same, over all episodes
   data/chunk-000/episode_000000.parquet   one file per episode, images embedded
-  dataset_statistics.json     BitVLA's normalization statistics (reference/bitvla.md §5.5)
+  dataset_statistics.json     BitVLA's normalization statistics (docs/checkpoints.md)
 ```
 """
 

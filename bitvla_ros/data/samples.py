@@ -1,7 +1,7 @@
 """ChunkedSamples: training samples (current observation, next K actions), as OFT chunks them.
 
 Item i is frame t of some episode: its decoded images (camera order), raw state, instruction and
-the action chunk actions[t : t+K] (K x A). As in OFT (reference/bitvla.md §4.2), only frames with
+the action chunk actions[t : t+K] (K x A). As in OFT (docs/model.md, Training), only frames with
 K real actions from t on serve as the current frame, i.e. t <= length - K, so no chunk is padded
 and an episode of length L gives L - K + 1 samples (none if L < K). With ``pad_last=True`` every
 frame serves, and a chunk running past the end repeats the last action; use it for episodes

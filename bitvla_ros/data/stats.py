@@ -1,6 +1,6 @@
 """Dataset statistics in two formats.
 
-- BitVLA's `dataset_statistics.json` (reference/bitvla.md §4.2, §5.5): per-dimension mean, std, min,
+- BitVLA's `dataset_statistics.json` (docs/checkpoints.md): per-dimension mean, std, min,
   max, q01, q99 of action and proprio over all frames, the action mask (False = not normalized, e.g.
   the gripper), num_transitions, num_trajectories. q01/q99 are numpy quantiles (linear), std is the
   population std, as the published `get_dataset_statistics`.

@@ -24,6 +24,7 @@ import threading
 
 import torch
 
+from bitvla_ros.kernels.constants import interpreting
 from bitvla_ros.quant import PackedTernary
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,6 @@ class W2A8Prepared:
     @property
     def device(self) -> torch.device:
         return self.codes.device
-
-    def nbytes(self) -> int:
-        return self.codes.numel() + 4
 
 
 def _kernels():
@@ -128,7 +126,7 @@ class CudaBackend:
             raise TypeError(f"the cuda backend needs weights from CudaBackend.prepare, got {type(prepared).__name__}")
         kernels = None
         if x.device.type != "cuda":
-            kernels = _kernels() if _interpreting() else None
+            kernels = _kernels() if interpreting() else None
             if kernels is None:
                 return cls._fallback_matmul(x, prepared)
         if x.device != prepared.device:
@@ -195,10 +193,6 @@ class CudaBackend:
 
 
 _WARNED_FALLBACK: set = set()
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 # (M, N, K) per kind: one ragged problem (K not a multiple of 4, N not of 16) and one aligned one

@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-REAL_SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912), (1152, 1152), (4304, 1152), (1152, 4304)]
+from bitvla_ros.kernels.constants import REAL_SHAPES, interpreting
+
 REAL_ROWS = [1, 3, 8, 16, 64, 512, 626]
 
 _GEMM_TYPES = dict(a_ptr="*i8", xs_ptr="*fp32", w_ptr="*u8", wscale_ptr="*fp32", out_ptr="*fp32", ws_ptr="*i32",
@@ -129,7 +130,7 @@ def _ptxas_stats(ptx: str, arch: int) -> str:
 
 
 def run(archs=(90, 80), quick: bool = False, stats: bool = True) -> int:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreting():
         raise SystemExit("unset TRITON_INTERPRET: this compiles for the GPU instead of interpreting")
     import triton
     from triton.backends.compiler import GPUTarget

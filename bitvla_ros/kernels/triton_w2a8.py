@@ -40,12 +40,14 @@ everything here runs on CPU tensors through Triton's interpreter (the tests do t
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+
+from bitvla_ros.kernels.constants import interpreting
+from bitvla_ros.quant.ternary import SCALE_EPS
 
 try:  # round-to-nearest-even as one instruction (cvt.rni) on NVIDIA GPUs
     from triton.language.extra.cuda import libdevice as _libdevice
@@ -61,13 +63,7 @@ except Exception:  # pragma: no cover - very old or non-CUDA triton builds
         _HAS_RINT = False
 
 KINDS = ("gemv", "dot_swap", "dot")
-SCALE_EPS = 1e-5  # as bitvla_ros.quant.ternary.SCALE_EPS
 _EPS = tl.constexpr(SCALE_EPS)  # kernels may read only constexpr globals
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""BitNet b1.58 decoder run as BitVLA runs it: one bidirectional pass, no KV cache (§1.3, §1.7).
+"""BitNet b1.58 decoder run as BitVLA runs it: one bidirectional pass, no KV cache (docs/model.md).
 
 Per layer: RMSNorm → q/k/v (GQA, RoPE rotate-half) → attention → attn_sub_norm → o_proj, then
 RMSNorm → gate/up → relu(gate)² · up → ffn_sub_norm → down. All seven linears are BitLinear.

@@ -1,7 +1,7 @@
 """BitVLA: vision encoder + projector + BitNet LLM + proprio projector + L1 action head.
 
 One forward pass turns (token ids, images, normalized proprio) into a normalized action chunk
-(B, chunk, action_dim), following reference/bitvla.md §1.5–1.9 exactly:
+(B, chunk, action_dim), as docs/model.md describes:
 1. embed the ids; overwrite the image-pad rows, in order, with projected patch features and the
    proprio-pad row with the projected proprio;
 2. set the action-slot rows (ids above the proprio id) to exactly zero;

@@ -1,6 +1,6 @@
 """Checkpoint I/O: the published master-weight folder and our packed deployment folder.
 
-Published (reference/bitvla.md §5): LLaVA-style config.json + safetensors shard(s) with the
+Published (docs/checkpoints.md): LLaVA-style config.json + safetensors shard(s) with the
 published key names, `*action_head*checkpoint*.pt` and `*proprio_projector*checkpoint*.pt`
 sidecars (DDP `module.` prefix), dataset_statistics.json, tokenizer files. Weights are master
 (float) weights; we ternarize them on load when a deploy model is wanted.
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from bitvla_ros.model import keymap
+from bitvla_ros.model.runtime import copy_runtime
 from bitvla_ros.model.bitvla import BitVLA, cast_parameters
 from bitvla_ros.model.config import BitVLAConfig, ConfigError
 from bitvla_ros.model.safetensors_io import SafetensorsError, load_mmap
@@ -197,6 +198,7 @@ def convert(src: str | Path, dst: str | Path, embedding: str = "int8", dtype: to
         model = load_published(src, dtype=dtype)
         model.to_deploy(backend, embedding=embedding, dtype=dtype)
     save_packed(model, dst, stats=_stats_path(src), tokenizer_dir=_tokenizer_dir(src))
+    copy_runtime(src, dst)
     return model
 
 

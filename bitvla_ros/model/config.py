@@ -1,6 +1,6 @@
 """BitVLA configuration: one dataclass tree, presets, and config.json in the published layout.
 
-The same code builds any size from a config: the published `bitvla-3b` (reference/bitvla.md §1),
+The same code builds any size from a config: the published `bitvla-3b` (docs/model.md),
 a `tiny` preset for tests, and whatever a config.json says. config.json is written in the
 published LLaVA-style layout (`text_config`, `vision_config`, ...) plus one `bitvla_ros` section
 for what the published file leaves implicit (chunk size, action and proprio dims, token ids).
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 # Published top-level model types we accept. "openvla" is what a third-party converter expects in
-# the fine-tuned repos (reference/bitvla.md §9.7); "bitvla" is what the reference code writes.
+# the fine-tuned repos; "bitvla" is what the reference code writes.
 PUBLISHED_MODEL_TYPES = ("bitvla", "openvla", "llava")
 TEXT_MODEL_TYPES = ("BitNet", "bitnet")
 VISION_MODEL_TYPES = ("siglip_vision_model",)
@@ -33,9 +33,10 @@ class VisionConfig:
     image_size: int = 224
     num_channels: int = 3
     layer_norm_eps: float = 1e-6
-    # W1.58-A8 ("bitsiglip") when 1 and 8; 32/32 is the full-precision SigLIP variant.
-    weight_bits: int = 1
-    act_bits: int = 8
+    # W1.58-A8 ("bitsiglip") when 1 and 8; 32/32 is the full-precision SigLIP variant, which is
+    # also what a published config.json without these keys means.
+    weight_bits: int = field(default=1, metadata={"key": "vit_weight_bits", "absent": 32})
+    act_bits: int = field(default=8, metadata={"key": "vit_act_bits", "absent": 32})
 
     @property
     def quantized(self) -> bool:
@@ -69,7 +70,7 @@ class TextConfig:
 
 @dataclass
 class TokenIds:
-    """Ids of the special tokens (reference/bitvla.md §1.4). Action slots are ids > proprio."""
+    """Ids of the special tokens (docs/model.md). Action slots are ids > proprio."""
 
     bos: int = 128000
     stop: int = 128001  # <|end_of_text|>, appended after the action slots
@@ -99,13 +100,14 @@ class BitVLAConfig:
     proprio_dim: int = 8
     use_proprio: bool = True
     action_head_blocks: int = 2
-    # Trained with random crops: deploy with the central 90%-area crop (reference/bitvla.md §6).
+    # Trained with random crops: deploy with the central 90%-area crop (docs/model.md).
     center_crop: bool = False
     # Camera image preprocessing: "siglip" (resize + normalize, as SigLIP's processor) or "libero"
     # (the published LIBERO eval's JPEG round trip, Lanczos resize and TF center crop first).
     image_pipeline: str = "siglip"
-    # How many vision layers feed the projector, as the published `vision_feature_layer`.
-    vision_feature_layer: int = -1
+    # How many vision layers feed the projector, as the published `vision_feature_layer` (a
+    # top-level key of config.json; the other scalar fields above go in its `bitvla_ros` section).
+    vision_feature_layer: int = field(default=-1, metadata={"published": True})
 
     @property
     def num_action_slots(self) -> int:
@@ -148,7 +150,9 @@ class BitVLAConfig:
     # --- config.json -------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The published LLaVA-style layout plus our `bitvla_ros` section."""
+        """The published LLaVA-style layout plus our `bitvla_ros` section. Each field is written
+        under its own name (or its ``key`` metadata); the constants around them are what the
+        published files say of every BitVLA."""
         v, t, tok = self.vision, self.text, self.tokens
         return {
             "model_type": "bitvla",
@@ -163,15 +167,7 @@ class BitVLAConfig:
             "n_action_bins": 256,
             "text_config": {
                 "model_type": "BitNet",
-                "vocab_size": t.vocab_size,
-                "hidden_size": t.hidden_size,
-                "intermediate_size": t.intermediate_size,
-                "num_hidden_layers": t.num_hidden_layers,
-                "num_attention_heads": t.num_attention_heads,
-                "num_key_value_heads": t.num_key_value_heads,
-                "rope_theta": t.rope_theta,
-                "rms_norm_eps": t.rms_norm_eps,
-                "max_position_embeddings": t.max_position_embeddings,
+                **_fields_to_json(t),
                 "tie_word_embeddings": True,
                 "attention_bias": False,
                 "bos_token_id": tok.bos,
@@ -180,27 +176,11 @@ class BitVLAConfig:
             },
             "vision_config": {
                 "model_type": "siglip_vision_model",
-                "hidden_size": v.hidden_size,
-                "intermediate_size": v.intermediate_size,
-                "num_hidden_layers": v.num_hidden_layers,
-                "num_attention_heads": v.num_attention_heads,
-                "patch_size": v.patch_size,
-                "image_size": v.image_size,
-                "num_channels": v.num_channels,
-                "layer_norm_eps": v.layer_norm_eps,
+                **_fields_to_json(v),
                 "hidden_act": "gelu_pytorch_tanh",
-                "vit_weight_bits": v.weight_bits,
-                "vit_act_bits": v.act_bits,
             },
             "bitvla_ros": {
-                "num_images": self.num_images,
-                "action_chunk": self.action_chunk,
-                "action_dim": self.action_dim,
-                "proprio_dim": self.proprio_dim,
-                "use_proprio": self.use_proprio,
-                "action_head_blocks": self.action_head_blocks,
-                "center_crop": self.center_crop,
-                "image_pipeline": self.image_pipeline,
+                **{f.name: getattr(self, f.name) for f in _section_fields()},
                 "token_ids": asdict(tok),
             },
         }
@@ -231,15 +211,13 @@ class BitVLAConfig:
             raise ConfigError(
                 f"vision_feature_select_strategy {strategy!r} is not supported; BitVLA keeps all patches ('full')"
             )
-        vision = _pick(VisionConfig, vc, weight_bits=vc.get("vit_weight_bits", 32), act_bits=vc.get("vit_act_bits", 32))
-        text = _pick(TextConfig, tc)
+        vision = _fields_from_json(VisionConfig, vc)
+        text = _fields_from_json(TextConfig, tc)
         if "vocab_size" in d and "vocab_size" not in tc:
             text.vocab_size = d["vocab_size"]
         if tokens is None:
             tokens = TokenIds(**ours["token_ids"]) if "token_ids" in ours else TokenIds()
-        extras = {k: ours[k] for k in ("num_images", "action_chunk", "action_dim", "proprio_dim",
-                                        "use_proprio", "action_head_blocks", "center_crop", "image_pipeline")
-                  if k in ours}
+        extras = {f.name: ours[f.name] for f in _section_fields() if f.name in ours}
         vfl = d.get("vision_feature_layer", -1)
         if isinstance(vfl, list):
             raise ConfigError(f"vision_feature_layer {vfl} (several layers) is not supported; BitVLA uses one layer")
@@ -264,12 +242,28 @@ class BitVLAConfig:
         return cls.from_dict(d)
 
 
-def _pick(kind, d: dict, **overrides):
-    """Build dataclass ``kind`` from the keys of ``d`` it knows, ignoring the rest."""
-    names = {f.name for f in fields(kind)}
-    values = {k: v for k, v in d.items() if k in names}
-    values.update({k: v for k, v in overrides.items() if k in names})
+def _fields_to_json(config) -> dict:
+    """A flat config dataclass as config.json keys: a field's ``key`` metadata, else its name."""
+    return {f.metadata.get("key", f.name): getattr(config, f.name) for f in fields(config)}
+
+
+def _fields_from_json(kind, d: dict):
+    """Build flat dataclass ``kind`` from the keys of ``d`` it knows, ignoring the rest; a missing
+    key takes the field's ``absent`` metadata if it has one, else the field's default."""
+    values = {}
+    for f in fields(kind):
+        key = f.metadata.get("key", f.name)
+        if key in d:
+            values[f.name] = d[key]
+        elif "absent" in f.metadata:
+            values[f.name] = f.metadata["absent"]
     return kind(**values)
+
+
+def _section_fields():
+    """The fields of BitVLAConfig that config.json keeps in its `bitvla_ros` section: the scalars
+    the published file leaves implicit (not the nested configs, not the published keys)."""
+    return [f for f in fields(BitVLAConfig) if f.name not in ("vision", "text", "tokens") and not f.metadata.get("published")]
 
 
 # --- presets ---------------------------------------------------------------------------------

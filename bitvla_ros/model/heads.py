@@ -1,4 +1,4 @@
-"""The full-precision pieces around the two towers (reference/bitvla.md §1.1).
+"""The full-precision pieces around the two towers (docs/model.md).
 
 - Projector: vision features → LLM width (Linear, exact GELU, Linear).
 - ProprioProjector: normalized proprio → one LLM token (Linear, exact GELU, Linear).

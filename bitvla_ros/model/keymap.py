@@ -1,4 +1,4 @@
-"""Published BitVLA key names → ours, in one table (reference/bitvla.md §5.3).
+"""Published BitVLA key names → ours, in one table (docs/checkpoints.md).
 
 Every weight of the published master-weight checkpoint is listed once, with `{}` standing for a
 layer or block index. The two `.pt` sidecars have tables of their own (after their DDP `module.`

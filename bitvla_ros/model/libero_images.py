@@ -1,4 +1,4 @@
-"""The image transforms of the published BitVLA LIBERO evaluation (reference/bitvla.md §6), each a
+"""The image transforms of the published BitVLA LIBERO evaluation (docs/libero.md), each a
 pure numpy function that reproduces TensorFlow's numerics. They live beside the processor, which
 applies them with `image_pipeline="libero"`; the rest of the protocol is in sim/protocol.py.
 

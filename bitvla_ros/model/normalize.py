@@ -1,4 +1,4 @@
-"""Action and proprio normalization with dataset statistics (BOUNDS_Q99, reference/bitvla.md §1.8, §4.2).
+"""Action and proprio normalization with dataset statistics (BOUNDS_Q99, docs/model.md).
 
 `dataset_statistics.json` is keyed by dataset name; under each key, `action` and `proprio` hold
 per-dimension mean/std/min/max/q01/q99 (and `mask` for actions: True where a dimension is

@@ -1,4 +1,4 @@
-"""BitVLAProcessor: camera images + instruction + proprio -> model inputs (reference/bitvla.md §1.5, §1.2).
+"""BitVLAProcessor: camera images + instruction + proprio -> model inputs (docs/model.md).
 
 The prompt is built from separately tokenized text segments with the special ids spliced in.
 Special tokens split the text when a whole rendered chat template is encoded, so this gives the
@@ -20,7 +20,7 @@ from bitvla_ros.model.tokenizer import SYSTEM_PROMPT, load_tokenizer, token_ids,
 from bitvla_ros.model.libero_images import IMAGE_PIPELINES, libero_image_pipeline
 
 MAX_INSTRUCTION_CHARS = 1000
-CROP_SIDE = math.sqrt(0.9)  # the central box keeps 90% of the area (§6)
+CROP_SIDE = math.sqrt(0.9)  # the central box keeps 90% of the area
 
 
 class BitVLAProcessor:

@@ -1,6 +1,6 @@
 """The BitVLA tokenizer: a byte-level BPE with the published special-token layout.
 
-Published ids (reference/bitvla.md §1.4), at base B = 128000 for the Llama-3 vocabulary:
+Published ids (docs/model.md), at base B = 128000 for the Llama-3 vocabulary:
 B <|begin_of_text|>, B+1 <|end_of_text|>, B+2 <|pad|>, B+3..B+8 reserved placeholders,
 B+9 <|eot_id|>, B+10 <|image_pad|>, B+11 <proprio_pad>, then <action_0>... (252 published).
 `build_tokenizer` makes a small tokenizer with the same layout above its own trained vocabulary,
@@ -32,7 +32,7 @@ SYSTEM_PROMPT = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 
-# The chat template convert_ckpt.py writes (§1.5), in the Jinja dialect of HF tokenizer_config.json.
+# The chat template convert_ckpt.py writes, in the Jinja dialect of HF tokenizer_config.json.
 CHAT_TEMPLATE = (
     SYSTEM_PROMPT + EOT
     + "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] | trim }}"
@@ -99,7 +99,7 @@ def token_ids(tokenizer: Tokenizer) -> TokenIds:
 
     BOS, end-of-text and eot must be present (every Llama-3 tokenizer has them). Pad, image and
     proprio may be absent: the published tokenizer.json drops them and training re-adds them at
-    fixed offsets from BOS (§5.4), so they fall back to those offsets.
+    fixed offsets from BOS, so they fall back to those offsets.
     """
     found = {name: tokenizer.token_to_id(content) for name, content in
              (("bos", BOS), ("stop", STOP), ("pad", PAD), ("eot", EOT), ("image", IMAGE), ("proprio", PROPRIO))}

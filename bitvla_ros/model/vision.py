@@ -1,4 +1,4 @@
-"""SigLIP-shaped vision encoder with BitLinear layers (reference/bitvla.md §1.2).
+"""SigLIP-shaped vision encoder with BitLinear layers (docs/model.md).
 
 Patch conv + learned positions (no CLS), pre-LN layers, tanh-GELU MLP. The output is the last
 used layer's hidden states: no post-LayerNorm, all patches kept. Whether the linears are ternary

@@ -43,6 +43,7 @@ class ObservationBuffer:
         self._instruction: tuple[str, int] | None = None
         self._version = 0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # wakes an inference waiting for fresh input
         # Per camera / joint name: the last `history` (value, stamp) pairs, for complete_at.
         self._history: dict[str, deque] = {n: deque(maxlen=history) for n in self.camera_names + self.proprio_names} \
             if history > 0 else {}
@@ -55,6 +56,7 @@ class ObservationBuffer:
         with self._lock:
             self._images[camera] = (image, stamp)
             self._remember(camera, image, stamp)
+            self._arrived.notify_all()
 
     def put_joint_state(self, names, positions, stamp: float) -> None:
         """Merge a JointState by name. Names outside `proprio_names` are ignored (robots publish
@@ -73,6 +75,7 @@ class ObservationBuffer:
             for n, p in wanted.items():
                 self._joints[n] = (float(p), stamp)
                 self._remember(n, float(p), stamp)
+            self._arrived.notify_all()
 
     def _remember(self, name: str, value, stamp: float) -> None:
         if self._history:
@@ -93,10 +96,10 @@ class ObservationBuffer:
             self._instruction = (text, self._version)
             return True
 
-    def clear(self) -> None:
-        with self._lock:
-            self._images.clear()
-            self._joints.clear()
+    def wait_for_input(self, timeout: float) -> None:
+        """Block until the next image or joint state is stored, or `timeout` seconds pass."""
+        with self._arrived:
+            self._arrived.wait(timeout)
 
     # --- assembly (called by the inference loop) ------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Limits on every command: absolute bounds (joint or action limits) and a maximum change per
-control step. NaN or inf never passes."""
+"""Limits on every command: absolute bounds (joint or action limits) and a maximum change from the
+command in effect. NaN or inf never passes: it raises, and the runner turns that into a fault."""
 
 from __future__ import annotations
 
@@ -40,34 +40,30 @@ class SafetyLimits:
 
 
 class SafetyFilter:
-    """Clamp each command into bounds, and to within `max_delta` of the previous command."""
+    """Clamp each command into bounds, and to within `max_delta` of the command before it."""
 
     def __init__(self, limits: SafetyLimits):
         self.limits = limits
-        self._previous: np.ndarray | None = None
         self.clamped = 0
 
-    def reset(self, current: np.ndarray | None = None) -> None:
-        """Forget the previous command; optionally start from the robot's current position."""
-        self._previous = None if current is None else np.asarray(current, dtype=np.float64)
-
-    def apply(self, action: np.ndarray) -> np.ndarray:
+    def apply(self, action: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.limits.lower.shape:
             raise Rejected("size_mismatch", f"action has shape {a.shape}, limits expect {self.limits.lower.shape}")
         if not np.isfinite(a).all():
             raise Rejected("non_finite_action", f"the policy produced {a.tolist()}")
         out = np.clip(a, self.limits.lower, self.limits.upper)
-        if self._previous is not None:
-            out = np.clip(out, self._previous - self.limits.max_delta, self._previous + self.limits.max_delta)
+        if previous is not None:
+            out = np.clip(out, previous - self.limits.max_delta, previous + self.limits.max_delta)
         if not np.array_equal(out, a):
             self.clamped += 1
-        self._previous = out
         return out
 
-    def apply_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        return np.stack([self.apply(a) for a in chunk])
-
-    @property
-    def previous(self) -> np.ndarray | None:
-        return self._previous
+    def apply_plan(self, plan: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+        """A plan of consecutive commands, each limited against the one before it (the first
+        against `previous`, the command in effect). Raises before anything of it is used."""
+        out = []
+        for a in plan:
+            previous = self.apply(a, previous)
+            out.append(previous)
+        return np.stack(out)

@@ -4,7 +4,7 @@ Layout (our deployment format): a weight of shape (N, K) becomes uint8 (N, ceil(
 packed on its own, zero-padded to a multiple of 4; code c = w + 1 ∈ {0, 1, 2}; element j of a
 group of four sits in bits 2j..2j+1. Rows stay whole, so a kernel can stream one output row's
 weights from one contiguous run of bytes. For K divisible by 4 this is byte-for-byte the
-flatten-by-4 layout of the BitVLA fork (reference/bitvla.md §2.6); it is *not* the HF `bitnet`
+flatten-by-4 layout of the BitVLA fork (docs/quantization.md); it is *not* the HF `bitnet`
 integration's row-block layout.
 """
 
@@ -36,9 +36,6 @@ class PackedTernary:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.out_features, self.in_features)
-
-    def nbytes(self) -> int:
-        return self.codes.numel() * self.codes.element_size() + self.scale.numel() * 4
 
 
 def pack_ternary(codes: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""BitNet b1.58 quantizers (reference/bitvla.md §2).
+"""BitNet b1.58 quantizers (docs/quantization.md).
 
 Weights: absmean ternary, one scale per matrix. Activations: absmax int8, one scale per token.
 Both are computed in fp32 and have straight-through gradients (the backward passes the incoming

@@ -8,7 +8,7 @@ success.png and an MP4 per episode.
 
 Two protocols set the defaults: "ros" (this project's: held-out init states from 40, 128 px
 renders, the model's own image pipeline) and "libero", the published BitVLA evaluation
-(reference/bitvla.md §6): 256 px renders, every task of the suite, 50 trials per task from init
+(docs/libero.md): 256 px renders, every task of the suite, 50 trials per task from init
 state 0, env seed 0, policy seed 7, the LIBERO image pipeline (JPEG, Lanczos3, TF center crop),
 open-loop chunks of 8, the suite's step limit and the suite name as unnorm key. Anything given
 explicitly overrides them. `in_process` runs the same loop without ROS
@@ -22,8 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROPRIO_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "finger_left", "finger_right"]
-ACTION_NAMES = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+from bitvla_ros.sim.runner import ACTION_NAMES, PROPRIO_NAMES  # the sim robot's names (record and tests use them)
 
 
 PROTOCOLS = ("ros", "libero")

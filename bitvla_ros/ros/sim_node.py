@@ -34,8 +34,7 @@ from bitvla_ros.ros.params import Param, declare
 from bitvla_ros.ros.spin import run
 from bitvla_ros.ros.qos import LATCHED
 
-PROPRIO_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "finger_left", "finger_right"]
-ACTION_NAMES = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+from bitvla_ros.sim.runner import ACTION_NAMES, PROPRIO_NAMES
 SIM_TIME_START = 1000.0  # stamps of 0 mean "unstamped" to the other nodes
 
 PARAMS = [

@@ -20,7 +20,7 @@ A phase ends when its target is reached, when a contact phase stalls, or at its 
 retries and no randomness, so every init state gets the same strategy (the demonstrations are meant to
 be imitated). `act()` only reads the observation and the sim; the only state it changes is its own.
 
-Facts used (libero_expert.md §2, §3): OSC_POSE delta actions in the world frame (±1 = ±5 cm,
+Facts used (docs/libero.md): OSC_POSE delta actions in the world frame (±1 = ±5 cm,
 ±0.5 rad), gripper −1 = open; fingers close along the gripper's local y axis; start pose points down.
 """
 

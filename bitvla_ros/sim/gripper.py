@@ -2,10 +2,10 @@
 
 Gripper: LIBERO's env action is −1 = open, +1 = close. BitVLA's training targets are 1 = open,
 0 = close (the RLDS transform clips the env value to [0, 1] and inverts it), and the published eval
-maps the model's output back with 2g − 1, sign(), then a sign flip (bitvla.md §4.2, §6).
+maps the model's output back with 2g − 1, sign(), then a sign flip (docs/libero.md).
 
 Orientation: LIBERO's proprio holds the end-effector orientation as axis-angle, converted from
-robosuite's xyzw quaternion with robosuite's own formula (bitvla.md §1.8), reproduced exactly here
+robosuite's xyzw quaternion with robosuite's own formula (docs/libero.md), reproduced exactly here
 so that the proprio matches what the model was trained on.
 """
 

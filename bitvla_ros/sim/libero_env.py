@@ -1,13 +1,13 @@
-"""One LIBERO task as the published BitVLA eval runs it (bitvla.md §6), minus the model.
+"""One LIBERO task as the published BitVLA eval runs it (docs/libero.md), minus the model.
 
 `reset(i)` loads LIBERO's i-th init state and runs the protocol's 10 settle steps (no motion,
 gripper open); the observation after them is what a policy sees first. `step(a)` takes an env-convention
 action (−1 = open, +1 = close) and returns the next observation and whether the task is solved
 (the env's done flag, as the eval counts success). Images are rotated 180° to upright, as the eval
-feeds them to the model; the proprio is the eval's 8-D state (bitvla.md §1.8).
+feeds them to the model; the proprio is the eval's 8-D state.
 
 Rendering is offscreen with EGL unless MUJOCO_GL is already set; `cameras=False` skips rendering
-entirely, which is ~15x faster (libero_expert.md §1) and what the scripted expert needs.
+entirely, which is ~15x faster (docs/libero.md) and what the scripted expert needs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bitvla_ros.sim.gripper import quat_xyzw_to_axis_angle
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-# Max policy steps per episode after the settle steps (bitvla.md §6).
+# Max policy steps per episode after the settle steps.
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SETTLE_STEPS = 10
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # no motion, gripper open

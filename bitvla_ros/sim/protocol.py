@@ -1,4 +1,4 @@
-"""The published BitVLA LIBERO evaluation protocol (reference/bitvla.md §6): its constants, the
+"""The published BitVLA LIBERO evaluation protocol (docs/libero.md): its constants, the
 seeding, and the action post-processing. The per-camera image steps (JPEG round trip, Lanczos3
 resize, TF center crop; with how TensorFlow computes each) are in bitvla_ros/model/libero_images.py,
 beside the processor that applies them, and are re-exported here.
@@ -24,7 +24,7 @@ from bitvla_ros.model.libero_images import (  # noqa: F401 - the protocol's imag
 )
 from bitvla_ros.sim.gripper import model_to_env_gripper
 
-# --- protocol constants (bitvla.md §6) ---------------------------------------------------------
+# --- protocol constants ------------------------------------------------------------------------
 
 TRIALS_PER_TASK = 50          # episodes per task; init state i for episode i
 SEED = 7                      # torch / numpy / random seed of the eval process

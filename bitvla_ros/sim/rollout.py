@@ -1,4 +1,4 @@
-"""One episode of a LIBERO task under the eval's rules (bitvla.md §6), for any actor with `act(obs)`."""
+"""One episode of a LIBERO task under the eval's rules (docs/libero.md), for any actor with `act(obs)`."""
 
 from __future__ import annotations
 

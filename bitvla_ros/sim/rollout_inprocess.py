@@ -2,10 +2,12 @@
 
 The same pieces as the ROS path, minus DDS: `SimRunner` around a `LiberoEnv` (settle steps,
 180° rotation, success = the env's done flag, the step limit, the gripper post-processing of
-`model_to_env_action`), and a `BitVLAPredictor` (its processor applies the image pipeline). The
-policy is queried when the queue is empty and `execute_steps` actions of its chunk are run open
-loop, as policy_node + sim_node do in lockstep and as the published eval does with its action queue.
-Exceptions during an episode count as a failure, as in the published eval.
+`model_to_env_action`), and the policy node's own core, `PolicyRunner`, driven with the
+simulator's clock: each step the observation goes into its buffer stamped with sim time, it infers
+when a chunk is due (every `execute_steps` steps, as in lockstep over ROS) and its control tick
+hands out the action of the current slot, through the same scheduler and safety filter the robot
+gets. A fault (an exception or a non-finite chunk) ends the episode as a failure, as the published
+eval counts any exception.
 """
 
 from __future__ import annotations
@@ -15,27 +17,63 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from bitvla_ros.sim.runner import SimRunner
+from bitvla_ros.policy.runner import STREAM, PolicyRunner, PolicySettings
+from bitvla_ros.sim.runner import ACTION_NAMES, CAMERA_NAMES, PROPRIO_NAMES, SimRunner
 
 VIDEO_FPS = 30.0  # the published eval's MP4s
+CONTROL_RATE_HZ = 20.0  # LIBERO's
+
+
+class _Timed:
+    """The predictor, keeping the inference time of every chunk it computes."""
+
+    def __init__(self, predictor, latencies: list[float] | None):
+        self.predictor, self.model, self.latencies = predictor, predictor.model, latencies
+
+    def predict(self, images, instruction, proprio):
+        chunk = self.predictor.predict(images, instruction, proprio)
+        if self.latencies is not None:
+            self.latencies.append(chunk.inference_s)
+        return chunk
+
+
+def policy_runner(predictor, execute_steps: int, clock: Callable[[], float],
+                  latencies: list[float] | None = None) -> PolicyRunner:
+    """The runner the ROS evaluation's policy node would run, set up for the simulated robot."""
+    settings = PolicySettings(camera_names=list(CAMERA_NAMES), proprio_names=list(PROPRIO_NAMES),
+                              action_names=list(ACTION_NAMES), control_rate_hz=CONTROL_RATE_HZ,
+                              execute_steps=execute_steps, command_type=STREAM, start_enabled=True,
+                              max_observation_age_s=float("inf"))
+    return PolicyRunner(settings, _Timed(predictor, latencies), clock=clock)
 
 
 def run_episode_in_process(runner: SimRunner, predictor, task_id: int, init_state: int, execute_steps: int = 8,
                            latencies: list[float] | None = None, frames: list | None = None) -> dict:
-    """One episode: reset (settle steps included), then query / execute until solved or out of steps."""
+    """One episode: reset (settle steps included), then observe / tick / step until solved or out of steps."""
     obs = runner.reset(task_id, init_state)
     info = runner.info
     if frames is not None and obs.agentview is not None:
         frames.append(obs.agentview)
+    sim = {"t": 0.0}
+    policy = policy_runner(predictor, execute_steps, clock=lambda: sim["t"], latencies=latencies)
+    period = policy.settings.period
     error = None
     try:
+        policy.set_instruction(info.instruction)
         while runner.active:
-            if not runner.queue:
-                chunk = predictor.predict([obs.agentview, obs.wrist], info.instruction, obs.proprio)
-                if latencies is not None:
-                    latencies.append(chunk.inference_s)
-                runner.command_chunk(chunk.actions[:execute_steps])
+            t = sim["t"]
+            for camera, image in zip(CAMERA_NAMES, (obs.agentview, obs.wrist)):
+                policy.observations.put_image(camera, image, t)
+            policy.observations.put_joint_state(PROPRIO_NAMES, obs.proprio, t)
+            policy.infer_once(t)
+            command = policy.tick(t)
+            if policy.fault:
+                raise RuntimeError(policy.fault)
+            if command is None:
+                raise RuntimeError(f"the policy had no action for step {info.step} (status {policy.status()})")
+            runner.command_action(command.actions[0])
             obs = runner.step_once().observation
+            sim["t"] = round(t + period, 9)
             if frames is not None and obs.agentview is not None:
                 frames.append(obs.agentview)
     except Exception as e:  # noqa: BLE001 - the published eval counts any exception as a failure

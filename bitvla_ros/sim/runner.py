@@ -17,6 +17,11 @@ import numpy as np
 
 from bitvla_ros.sim.gripper import env_to_model_gripper, model_to_env_gripper
 
+# What the simulated robot publishes and takes, by name (sim_node's topics, the policy's settings).
+CAMERA_NAMES = ["agentview", "wrist"]
+PROPRIO_NAMES = ["eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "finger_left", "finger_right"]
+ACTION_NAMES = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
+
 
 def model_to_env_action(action) -> np.ndarray:
     a = np.asarray(action, dtype=np.float64).copy()

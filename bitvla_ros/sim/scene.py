@@ -1,7 +1,7 @@
 """Read-only geometry of a live LIBERO scene (privileged simulator state) for the scripted expert.
 
-Every LIBERO object and fixture is a root body (a child of the world) whose collision geoms are boxes
-(libero_expert.md §2); a geom's world box is taken from MuJoCo's `geom_aabb` (centre and half-size in
+Every LIBERO object and fixture is a root body (a child of the world) whose collision geoms are boxes;
+a geom's world box is taken from MuJoCo's `geom_aabb` (centre and half-size in
 the geom frame) so other geom types work as well. Body origins are not object centres (often the
 bottom, sometimes off-centre), so extents come from the geoms, never from the origin.
 """

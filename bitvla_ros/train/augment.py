@@ -1,4 +1,4 @@
-"""Image augmentation of the OFT recipe (reference/bitvla.md §4.2), per camera, on uint8 RGB:
+"""Image augmentation of the OFT recipe (docs/model.md), per camera, on uint8 RGB:
 random-resized crop keeping 90% of the area (aspect 1) resized back, then brightness ±0.2,
 contrast [0.8, 1.2], saturation [0.8, 1.2] and hue ±0.05, in that order. Each camera draws its own
 randomness. At deployment the matching transform is the central 90% crop (`center_crop`)."""

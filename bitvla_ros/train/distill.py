@@ -1,4 +1,4 @@
-"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (reference/bitvla.md §3).
+"""`bitvla distill`: distillation-aware training of the 1.58-bit vision encoder (docs/distillation/).
 
 The teacher is the encoder in full precision (quantization off); the student is the same encoder
 with W1.58-A8 linears, initialised from the teacher. The loss is
@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -30,32 +30,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bitvla_ros.model.runtime import copy_runtime
 from bitvla_ros.model.checkpoint import load_published, save_packed, save_published
 from bitvla_ros.model.vision import VisionEncoder
 from bitvla_ros.train import checkpoints
 from bitvla_ros.train.augment import augment
 from bitvla_ros.train.plots import loss_curve
 from bitvla_ros.train.schedule import lr_factor
+from bitvla_ros.train.settings import DistillConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-@dataclass
-class DistillConfig:
-    model: str                # a VLA in the published layout (e.g. trained with a full-precision encoder)
-    output: str
-    images: list[str] = field(default_factory=list)  # image folders and/or recorded datasets
-    dataset: str | list[str] | None = None  # recorded dataset(s): add the task (L1) loss
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 3e-4
-    warmup: int = 100
-    align_weight: float = 1.0
-    task_weight: float = 1.0
-    save_every: int = 500
-    seed: int = 0
-    resume: bool = False
-    eval_images: int = 256
 
 
 # --- teacher, student, losses ----------------------------------------------------------------------
@@ -228,6 +212,7 @@ def distill(cfg: DistillConfig) -> Path:
                    stats=json.loads((Path(cfg.model) / "dataset_statistics.json").read_text()), tokenizer_dir=cfg.model)
     packed = copy.deepcopy(vla_q).eval().to_deploy("reference", dtype=torch.bfloat16)
     save_packed(packed, out, stats=Path(cfg.model) / "dataset_statistics.json", tokenizer_dir=cfg.model)
+    copy_runtime(cfg.model, out)
     print(f"held-out features vs the full-precision teacher: cosine {baseline['cosine']:.4f} -> {final['cosine']:.4f}, "
           f"relative MSE {baseline['relative_mse']:.4f} -> {final['relative_mse']:.4f}; model in {out}")
     return out

@@ -1,4 +1,4 @@
-"""`bitvla train`: OFT fine-tuning of BitVLA on recorded datasets (reference/bitvla.md §4).
+"""`bitvla train`: OFT fine-tuning of BitVLA on recorded datasets (docs/model.md).
 
 L1 regression on normalized action chunks from two cameras and proprio; AdamW (weight decay
 0.01); linear warm-up then cosine decay; the OFT image augmentation; the ternary layers train in
@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from bitvla_ros.data import EpisodeDataset, chunked_samples, open_datasets
 from bitvla_ros.data.stats import compute_statistics_of
 from bitvla_ros.model.bitvla import BitVLA
 from bitvla_ros.model.checkpoint import load_published, save_packed
+from bitvla_ros.model.runtime import RuntimeSettings
 from bitvla_ros.model.config import BitVLAConfig, preset, with_vocab
 from bitvla_ros.model.normalize import NormStats
 from bitvla_ros.model.processor import BitVLAProcessor
@@ -33,31 +34,7 @@ from bitvla_ros.train.batches import EncodedSamples, SampleEncoder, collate
 from bitvla_ros.train.distributed import init_runtime, shutdown
 from bitvla_ros.train.plots import loss_curve
 from bitvla_ros.train.schedule import lr_factor
-
-
-@dataclass
-class TrainConfig:
-    dataset: str | list[str]  # one dataset folder, or several recorded with the same features
-    output: str
-    preset: str = "demo"
-    init: str | None = None  # a published-layout checkpoint to start from (e.g. a BitVLA release)
-    steps: int = 5000
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup: int = 200
-    weight_decay: float = 0.01
-    image_aug: bool = True
-    vocab_size: int = 400
-    val_episodes: int = 0
-    save_every: int = 1000
-    log_every: int = 10
-    num_workers: int = 1
-    seed: int = 0
-    resume: bool = False
-    fp_vision: bool = False  # a full-precision vision encoder (to distill to 1.58 bits afterwards)
-    device: str = "auto"
-    threads: int = 0  # torch CPU threads per process (0 = torch's default)
-    notes: dict = field(default_factory=dict)
+from bitvla_ros.train.settings import TrainConfig
 
 
 def _tokenizer(cfg: TrainConfig, tasks: list[str], run: Path):
@@ -131,6 +108,7 @@ def train(cfg: TrainConfig) -> Path:
     initial = load_published(cfg.init) if cfg.init else None
     config = initial.config if initial is not None else _model_config(cfg, dataset, tok)
     check_fits(config, dataset)
+    runtime = RuntimeSettings.from_dataset(dataset)  # rate and names of the demonstrations, beside the weights
     processor = BitVLAProcessor(config, tok)
     if rt.main:
         run.mkdir(parents=True, exist_ok=True)
@@ -208,13 +186,15 @@ def train(cfg: TrainConfig) -> Path:
                 if val_loader is not None:
                     record["val_loss"] = _validate(model, val_loader, rt.device)
                     checkpoints.append_metrics(run, record)
-                checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer")
+                saved = checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer")
+                runtime.save(saved)  # a checkpoint distilled or converted later keeps them
                 loss_curve(checkpoints.read_metrics(run), run / "loss.png", title=f"bitvla train: {run.name}")
         epoch += 1
     bar.close()
     out = run / "model"
     if rt.main:
         export_packed(model, out, stats, run / "tokenizer", cfg, step, time.perf_counter() - start)
+        runtime.save(out)
         print(f"done: {step} steps; packed model in {out}; loss curve {run / 'loss.png'}")
     shutdown()
     return out

@@ -1,8 +1,11 @@
 """A fake robot for cross-process node tests: publishes cameras, joint states, the instruction
-(and optionally teleop commands) at 10 Hz; collects commands and /diagnostics."""
+(and optionally teleop commands) at 10 Hz; collects commands and /diagnostics. Every trajectory it
+receives goes to a stand-in joint_trajectory_controller (test/jtc.py), so tests can check that
+the controller would have executed it."""
 
 import numpy as np
 
+from jtc import TrajectoryController
 from ros_helpers.harness import spin_until
 
 
@@ -38,6 +41,7 @@ class FakeRobot:
         from std_msgs.msg import Float64MultiArray
 
         self.arrivals = []
+        self.controller = TrajectoryController(dim=7)
         self.node.create_subscription(Float64MultiArray if stream else JointTrajectory, "joint_command",
                                       self._on_command, 50)
         self.teleop_pub = self.node.create_publisher(JointTrajectory, teleop_topic, 10) if teleop_topic else None
@@ -48,8 +52,13 @@ class FakeRobot:
         self.Image, self.CompressedImage, self.JointState, self.String = Image, CompressedImage, JointState, String
 
     def _on_command(self, msg):
+        now = self.node.get_clock().now().nanoseconds * 1e-9
         self.commands.append(msg)
-        self.arrivals.append(self.node.get_clock().now().nanoseconds * 1e-9)
+        self.arrivals.append(now)
+        if isinstance(msg, self.JointTrajectory):
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+            self.controller.receive(stamp, times, [list(p.positions) for p in msg.points], now)
 
     def publish(self):
         from bitvla_ros.ros.conversions import rgb_to_compressed, rgb_to_image
