@@ -70,6 +70,8 @@ def import_bags(bags: list[str | Path], params: dict, split: str = "bag", gap_s:
     """Replay ``bags`` into the dataset ``params['dataset_dir']``; ``params`` are recorder_node's
     parameters (missing ones take the recorder's defaults)."""
     p = {**recorder_defaults(), **params}
+    for row in PARAMS:  # the node's own checks (choices, limits)
+        row.check(p[row.name])
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; expected one of {SPLITS}")
     if split == "topic" and not p["episode_topic"]:

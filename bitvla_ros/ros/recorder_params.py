@@ -4,6 +4,8 @@ a bag's messages with the same settings), importable without ROS."""
 from __future__ import annotations
 
 from bitvla_ros.data.recording import RATE
+from bitvla_ros.data.v3 import LAYOUTS
+from bitvla_ros.data.video import CODECS
 from bitvla_ros.ros.params import Param
 
 PARAMS = [
@@ -30,15 +32,17 @@ PARAMS = [
     Param("max_observation_age_s", 0.5, "skip a frame whose oldest input is older than this"),
     Param("image_size", 0, "store images resized to this square size (0 = as received)", read_only=True),
     Param("dataset_layout", "v3.0", "v3.0 (LeRobot's current layout) or v2.1 (one parquet file per episode)",
-          read_only=True),
+          read_only=True, choices=LAYOUTS),
     Param("video", True, "v3.0: store cameras as MP4 (small); false: as images inside the parquet files",
           read_only=True),
     Param("video_codec", "libx264", "libx264 (H.264, read everywhere), libsvtav1 (AV1, smaller) or hevc",
-          read_only=True),
-    Param("video_crf", 23, "video quality: 0 lossless .. 51 worst (H.264: 18 is near-transparent)", read_only=True),
+          read_only=True, choices=CODECS),
+    Param("video_crf", 23, "video quality: 0 lossless .. 51 worst (H.264: 18 is near-transparent)", read_only=True,
+          limits=(0, 51)),
     Param("video_gop", 2, "keyframe interval: 2 = any frame decodes after at most one other (fast training reads)",
           read_only=True),
-    Param("data_file_mb", 100.0, "v3.0: a data file takes episodes until it is this large", read_only=True),
+    Param("data_file_mb", 100.0, "v3.0: a data file takes episodes until it is this large", read_only=True,
+          limits=(0.001, 1e6)),
     Param("image_format", "jpeg", "jpeg or png (lossless) for images inside the parquet files", read_only=True),
     Param("jpeg_quality", 95, "JPEG quality", read_only=True),
     Param("episode_topic", "", "optional std_msgs/String topic taking start / stop / discard ('' = off)",
