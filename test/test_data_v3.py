@@ -312,7 +312,7 @@ def test_a_one_wide_vector_is_a_plain_column(tmp_path):
 
 
 def test_reads_a_dataset_lerobot_wrote(tmp_path):
-    """LeRobot 0.6.1's own output (test/fixtures/make_lerobot_v30.py): AV1, several episodes per MP4,
+    """LeRobot 0.6.1's own output (made by bench/lerobot_fixture.py): AV1, several episodes per MP4,
     no recorded_time; frames as LeRobot decodes them, and it converts and trains."""
     fixtures = HERE / "fixtures"
     d = EpisodeDataset(fixtures / "lerobot_v30")
