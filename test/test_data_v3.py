@@ -41,8 +41,9 @@ def assert_consistent(root: Path) -> dict:
     for e in episodes:
         assert e["dataset_to_index"] - e["dataset_from_index"] == e["length"]
     assert not list(root.rglob("*.partial"))
-    clips = sorted(root.glob("videos/*/*/*.mp4"))
-    assert len(clips) == (len(episodes) * len(CAMERAS) if info["video_path"] else 0)
+    named = {(k.split("/")[1], e[k], e[k.replace("chunk_index", "file_index")]) for e in episodes for k in e
+             if k.startswith("videos/") and k.endswith("/chunk_index")}
+    assert len(list(root.glob("videos/*/*/*.mp4"))) == len(named)  # every video file is named, no other
     before = snapshot(root)
     with v3_writer(root, action_mask=None, dataset_name=None, video=bool(info["video_path"])):
         pass
@@ -83,8 +84,10 @@ def test_video_round_trip_and_lerobot_files(tmp_path):
     assert eps[1]["tasks"] == ["task 1"] and eps[1]["length"] == 6
     assert (eps[1]["dataset_from_index"], eps[1]["dataset_to_index"]) == (5, 11)
     assert (eps[2]["data/chunk_index"], eps[2]["data/file_index"]) == (0, 0)
-    assert eps[2]["videos/observation.images.wrist/file_index"] == 2
-    assert eps[2]["videos/observation.images.wrist/to_timestamp"] == pytest.approx(0.7)
+    assert eps[2]["videos/observation.images.wrist/file_index"] == 0  # the three clips share one file
+    assert eps[2]["videos/observation.images.wrist/from_timestamp"] == pytest.approx(1.1)  # after 5 + 6 frames
+    assert eps[2]["videos/observation.images.wrist/to_timestamp"] == pytest.approx(1.8)
+    assert sorted(p.name for p in root.glob("videos/*/*/*.mp4")) == ["file-000.mp4"] * 2
     assert eps[0]["meta/episodes/chunk_index"] == 0
     first = np.array([a for _, _, a in episode(0, 5)], np.float32).astype(np.float64)
     np.testing.assert_allclose(eps[0]["stats/action/mean"], first.mean(0), rtol=1e-9)
@@ -350,3 +353,19 @@ def test_open_clips_are_bounded_by_their_size(tmp_path):
     frames = EpisodeDataset(root).frames(2)
     assert_episode_equal(EpisodeDataset(root), 2, 2, 6, tolerance=6)
     assert len(frames.images["wrist"]) == 6
+
+
+def test_a_full_video_file_starts_the_next(tmp_path):
+    root = tmp_path / "ds"
+    with v3_writer(root, video_file_mb=1e-6) as w:  # every video file is "full" after one clip
+        for seed in range(3):
+            record(w, seed, 4 + seed)
+    assert sorted(p.name for p in root.glob("videos/observation.images.wrist/chunk-000/*")) == [
+        "file-000.mp4", "file-001.mp4", "file-002.mp4"]
+    eps = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [e["videos/observation.images.wrist/from_timestamp"] for e in eps] == [0.0, 0.0, 0.0]
+    d = EpisodeDataset(root)
+    for seed in range(3):
+        assert_episode_equal(d, seed, seed, 4 + seed, tolerance=6)
+    assert json.loads((root / "meta/info.json").read_text())["video_files_size_in_mb"] == 1e-6
+    assert_consistent(root)

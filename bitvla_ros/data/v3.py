@@ -5,16 +5,18 @@ lose at most the episode in progress. How:
 
 - While an episode is recorded, each camera's frames stream into that episode's own MP4 under a
   temp name (or, without video, are held in memory as JPEG/PNG bytes); nothing else is touched.
-- save_episode(): the clips are renamed into place (each clip file is written once and never
-  changed), then the current data file is rewritten whole as its finished episodes' rows plus the
-  new ones, under a temp name, and renamed over the old one; a new data file is started once the
-  current one reaches `data_file_mb`. Rows already in a file never move.
+- save_episode(): each camera's current video file is rewritten whole as its finished episodes'
+  frames (copied, not re-encoded) plus the new clip, under a temp name, and renamed over the old
+  one; then the current data file likewise with its finished episodes' rows plus the new ones. A
+  new file is started once the current one reaches `video_file_mb` / `data_file_mb`. Rows and
+  frames already in a file never move.
 - The commit point is the rename of meta/episodes/chunk-000/file-000.parquet, the list of finished
   episodes with where each one's rows and clips are. Readers go by that list only and ignore rows
   and clips it does not name; tasks.parquet is written before it (a superset is harmless), stats,
   dataset_statistics.json and info.json after it (all derived from the list).
 - On open, a writer deletes temp files, truncates data files back to the rows the list names,
-  deletes clips and data files it does not name, and rewrites the derived meta files. So a kill -9
+  deletes video and data files it does not name, and rewrites the derived meta files. Frames past
+  the end of a video file's last named episode are dropped when the next clip is appended. So a kill -9
   at any moment leaves every finished episode loadable, by our reader and by LeRobot, and the
   episode in progress is gone (also if its rows had landed but the list had not yet been renamed).
 
@@ -44,8 +46,8 @@ from bitvla_ros.data.stats import aggregate_stats, feature_stats, statistics_ent
 from bitvla_ros.data.v3_files import (RECORDED_TIME, Where, chunk_file, data_path, episodes_path, episodes_table,
                                       file_number, frames_table, info_dict, read_data, read_episodes, read_own, tasks_table,
                                       video_path)
-from bitvla_ros.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_GOP, ClipEncoder, check_video_settings,
-                                   video_info)
+from bitvla_ros.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_GOP, ClipEncoder, append_clip,
+                                   check_video_settings, same_stream, video_info)
 from bitvla_ros.data.writer import DatasetWriterV21, _Episode, check_append
 
 
@@ -61,19 +63,21 @@ class DatasetWriter(DatasetWriterV21):
                  action_names: Sequence[str], robot_type: str = "", video: bool = True,
                  video_codec: str = DEFAULT_CODEC, video_crf: int = DEFAULT_CRF, video_gop: int = DEFAULT_GOP,
                  image_format: str = "jpeg", jpeg_quality: int = 95, action_mask: Sequence[bool] | None = None,
-                 dataset_name: str | None = None, data_file_mb: float | None = None):
+                 dataset_name: str | None = None, data_file_mb: float | None = None,
+                 video_file_mb: float | None = None):
         """Open (or create) the v3.0 dataset at ``root``; an existing one is appended to.
 
         ``video`` stores cameras as MP4 (H.264 by default; ``video_crf`` quality, ``video_gop``
         keyframe interval), else as ``image_format`` images inside the data files. The other
         arguments are DatasetWriterV21's; ``data_file_mb`` is the size at which a new data file starts
-        (None: the dataset's own setting, else LeRobot's 100 MB).
+        (None: the dataset's own setting, else LeRobot's 100 MB); ``video_file_mb`` the same for the
+        video files (LeRobot's 500 MB).
         """
         check_video_settings(video_codec, video_crf, video_gop)
         if data_file_mb is not None and not (isinstance(data_file_mb, (int, float)) and data_file_mb > 0):
             raise ValueError(f"data_file_mb is {data_file_mb!r}; expected a positive size in MB (LeRobot: 100)")
         self._video, self._codec, self._crf, self._gop = bool(video), video_codec, int(video_crf), int(video_gop)
-        self._data_mb = data_file_mb
+        self._data_mb, self._video_mb = data_file_mb, video_file_mb
         self._where: list[Where] = []
         super().__init__(root, fps, camera_names, state_names, action_names, robot_type, image_format, jpeg_quality,
                          action_mask, dataset_name)
@@ -117,12 +121,16 @@ class DatasetWriter(DatasetWriterV21):
                             action_mask=state.action_mask or default.action_mask)
             if self._data_mb is None:
                 self._data_mb = info.get("data_files_size_in_mb") or DATA_FILE_MB
+            if self._video_mb is None:
+                self._video_mb = info.get("video_files_size_in_mb") or VIDEO_FILE_MB
             if not state.episodes:
                 state, where = default, []
             else:
                 check_append(root, schema, name, mask, state)
         if self._data_mb is None:
             self._data_mb = DATA_FILE_MB
+        if self._video_mb is None:
+            self._video_mb = VIDEO_FILE_MB
         self._where = where
         self._restore_files(state, where)
         self._write_meta(state, where)
@@ -218,16 +226,11 @@ class DatasetWriter(DatasetWriterV21):
         recorded = np.asarray(ep.timestamps, np.float32)
         videos, infos = {}, {}
         for cam, enc in ep.encoders.items():
-            final = video_path(self.root, cam, *chunk_file(index))
             if cam not in ep.clips:
                 enc.close()
-                try:
-                    os.replace(enc.path, final)
-                except OSError as e:
-                    raise fs.DatasetWriteError(final, e) from e
-                fs.fsync_dir(final.parent)
-                ep.clips[cam] = final
-            videos[cam] = (*chunk_file(index), 0.0, n / old.schema.fps)
+                ep.clips[cam] = self._place_clip(cam, enc.path)
+            chunk, file, start, _, _ = ep.clips[cam]
+            videos[cam] = (chunk, file, start, start + n / old.schema.fps)
             infos[cam] = video_info(enc.shape, old.schema.fps, self._codec, enc.pix_fmt)
         schema = replace(old.schema, image_shapes={**old.schema.image_shapes, **ep.shapes},
                          video={**old.schema.video, **infos})
@@ -252,6 +255,40 @@ class DatasetWriter(DatasetWriterV21):
         self._state, self._where, self._episode, self._landed = new, where, None, None
         return index
 
+    def _place_clip(self, cam: str, clip: Path) -> tuple[int, int, float, Path, bool]:
+        """Put the episode's clip at the end of the camera's current video file (rewritten whole and
+        renamed, like a data file), or into a new file once that one reaches `video_file_mb` or was
+        encoded differently. Returns (chunk, file, start time in the file, path, whether new)."""
+        last = self._where[-1].videos.get(cam) if self._where else None
+        number = 0
+        if last is not None:
+            chunk, file, _, end = last
+            path = video_path(self.root, cam, chunk, file)
+            number = file_number(chunk, file) + 1
+            try:
+                fits = path.stat().st_size < self._video_mb * 2 ** 20 and same_stream(path, clip)
+            except OSError:
+                fits = False
+            if fits:
+                tmp = path.with_name(path.name + ".append" + fs.PARTIAL)
+                try:
+                    append_clip(path, clip, end, tmp)
+                    os.replace(tmp, path)
+                except OSError as e:
+                    _unlink(tmp)
+                    raise fs.DatasetWriteError(path, e) from e
+                fs.fsync_dir(path.parent)
+                _unlink(clip)
+                return chunk, file, end, path, False
+        final = video_path(self.root, cam, *chunk_file(number))
+        fs.make_dirs(final.parent)
+        try:
+            os.replace(clip, final)
+        except OSError as e:
+            raise fs.DatasetWriteError(final, e) from e
+        fs.fsync_dir(final.parent)
+        return (*chunk_file(number), 0.0, final, True)
+
     def _data_target(self) -> tuple[tuple[int, int], int]:
         """The data file the next episode goes to, and how many finished rows it holds."""
         if not self._where:
@@ -273,8 +310,9 @@ class DatasetWriter(DatasetWriterV21):
         for enc in ep.encoders.values():
             enc.abort()
             _unlink(enc.path)
-        for clip in ep.clips.values():
-            _unlink(clip)
+        for *_, clip, new in ep.clips.values():
+            if new:  # a clip appended to a shared file stays there, past the end its episodes name
+                _unlink(clip)
         if self._landed is not None:
             self._landed = None
             self._restore_files(self._state, self._where)
@@ -297,7 +335,7 @@ class DatasetWriter(DatasetWriterV21):
         if n:
             files.append((root / STATISTICS, lambda: json.dumps({state.dataset_name: statistics_entry(
                 np.concatenate(state.actions), np.concatenate(state.states), n, state.action_mask)}, indent=2).encode()))
-        info = info_dict(state.schema, n, state.total_frames, len(state.tasks), self._data_mb, VIDEO_FILE_MB)
+        info = info_dict(state.schema, n, state.total_frames, len(state.tasks), self._data_mb, self._video_mb)
         files.append((root / INFO, lambda: json.dumps(info, indent=4).encode()))
         for path, render in files:
             try:
@@ -356,12 +394,12 @@ LAYOUTS = (V3, "v2.1")
 
 def open_writer(root: str | Path, layout: str = V3, video: bool = True, video_codec: str = DEFAULT_CODEC,
                 video_crf: int = DEFAULT_CRF, video_gop: int = DEFAULT_GOP, data_file_mb: float | None = None,
-                **common) -> DatasetWriterV21:
+                video_file_mb: float | None = None, **common) -> DatasetWriterV21:
     """A writer of ``layout``: v3.0 (DatasetWriter, the default) or v2.1 (DatasetWriterV21, which
     ignores the video and file-size settings). ``common`` are the arguments both take."""
     if layout == V3:
         return DatasetWriter(root, video=video, video_codec=video_codec, video_crf=video_crf, video_gop=video_gop,
-                             data_file_mb=data_file_mb, **common)
+                             data_file_mb=data_file_mb, video_file_mb=video_file_mb, **common)
     if layout == "v2.1":
         return DatasetWriterV21(root, **common)
     raise ValueError(f"dataset layout is {layout!r}; expected one of {LAYOUTS} (v3.0 is what LeRobot reads)")

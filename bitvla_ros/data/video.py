@@ -1,9 +1,10 @@
-"""Camera frames as MP4 (PyAV): one clip per episode and camera, read back frame-accurately.
+"""Camera frames as MP4 (PyAV): several episodes per file and camera, read back frame-accurately.
 
 Encoding streams: each frame goes to the encoder as it is recorded, so an episode in progress
-holds no images in memory, and its file (under a temp name) is only renamed into place when the
-episode is saved. Frame i of a clip has the presentation time i/fps (constant frame rate), which
-is also what the data file's `timestamp` column says, as LeRobot expects.
+holds no images in memory; its clip (under a temp name) is appended to the camera's current video
+file when the episode is saved, by copying packets (`append_clip`). Frame i of an episode has the
+presentation time from_timestamp + i/fps (constant frame rate) in its file, and i/fps is what the
+data file's `timestamp` column says, as LeRobot expects.
 
 Reading decodes from the keyframe at or before the wanted time forward to the frame whose time is
 nearest (within half a frame), so any frame can be read without decoding the whole clip; a short
@@ -106,16 +107,27 @@ class ClipReader:
     the decoding of a short GOP; reading on in order decodes only the next packet.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, start: float | None = None, end: float | None = None):
+        """The frames of ``path`` from ``start`` to ``end`` seconds (default: all): one episode's
+        part of a shared file, from the keyframe at or before its first frame."""
         self.path = Path(path)
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             tb = stream.time_base
-            packets = sorted((p.pts, p.is_keyframe, bytes(p)) for p in container.demux(stream)
-                             if p.size and p.pts is not None)
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            margin = 4 / fps if fps else 0.1  # a few frames more, in case a decoder holds some back
+            if start:
+                container.seek(int(start / tb), stream=stream, backward=True, any_frame=False)
+            packets = []
+            for p in container.demux(stream):
+                if not p.size or p.pts is None:
+                    continue
+                if end is not None and float(p.pts * tb) > end + margin:
+                    break
+                packets.append((p.pts, p.is_keyframe, bytes(p)))
+            packets.sort()
             self._ctx = av.CodecContext.create(stream.codec_context.name, "r")
             self._ctx.extradata = stream.codec_context.extradata
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
         self._ctx.thread_count = 1  # frame threads delay each output frame: slower for random access
         self._pts = [p for p, _, _ in packets]
         self._times = np.array([float(p * tb) for p in self._pts])
@@ -177,14 +189,15 @@ class ClipCache:
     def __init__(self, max_bytes: int = 256 * 2 ** 20):
         self.max_bytes, self._pid, self._open, self._bytes = max_bytes, os.getpid(), {}, 0
 
-    def get(self, path: Path) -> ClipReader:
+    def get(self, path: Path, start: float | None = None, end: float | None = None) -> ClipReader:
         if self._pid != os.getpid():
             self._open, self._bytes, self._pid = {}, 0, os.getpid()
-        reader = self._open.pop(path, None)
+        key = (Path(path), start, end)
+        reader = self._open.pop(key, None)
         if reader is None:
-            reader = ClipReader(path)
+            reader = ClipReader(path, start, end)
             self._bytes += reader.nbytes
-        self._open[path] = reader  # most recently used last
+        self._open[key] = reader  # most recently used last
         while self._bytes > self.max_bytes and len(self._open) > 1:
             old = self._open.pop(next(iter(self._open)))
             self._bytes -= old.nbytes
@@ -205,7 +218,9 @@ class ClipFrames:
         if not -self.length <= t < self.length:
             raise IndexError(f"frame {t} is out of range; the episode has {self.length}")
         t %= self.length
-        return self._cache.get(self.path).frame(self.start + t / self.fps)
+        # only this episode's part of the file: a shared file can be hundreds of MB
+        end = self.start + (self.length - 0.5) / self.fps
+        return self._cache.get(self.path, self.start, end).frame(self.start + t / self.fps)
 
 
 def video_info(shape, fps: float, codec: str, pix_fmt: str) -> dict:
@@ -214,3 +229,36 @@ def video_info(shape, fps: float, codec: str, pix_fmt: str) -> dict:
             "video.codec": {"libx264": "h264", "libsvtav1": "av1", "hevc": "hevc"}.get(codec, codec),
             "video.pix_fmt": pix_fmt, "video.is_depth_map": False, "video.fps": fps, "video.channels": 3,
             "has_audio": False}
+
+
+APPENDABLE = ("h264", "hevc")  # PyAV copies these streams' packets; an AV1 stream (libdav1d) it cannot
+
+
+def same_stream(a: Path, b: Path) -> bool:
+    """Whether the clips' streams can share one file: same codec, size, pixel format and headers."""
+    with av.open(str(a)) as ca, av.open(str(b)) as cb:
+        x, y = ca.streams.video[0].codec_context, cb.streams.video[0].codec_context
+        return x.name in APPENDABLE and (x.name, x.width, x.height, x.pix_fmt, x.extradata) == (
+            y.name, y.width, y.height, y.pix_fmt, y.extradata)
+
+
+def append_clip(path: Path, clip: Path, start: float, out: Path) -> None:
+    """Write to ``out`` the frames of ``path`` before ``start`` seconds, then ``clip``'s frames shifted
+    to begin at ``start``: packets are copied, nothing is decoded or encoded again."""
+    with av.open(str(path)) as a, av.open(str(clip)) as b, av.open(str(out), mode="w", format="mp4") as o:
+        sa, sb = a.streams.video[0], b.streams.video[0]
+        so = o.add_stream_from_template(sa)
+        half = 0.25 / float(sa.average_rate or sa.guessed_rate or 1000)
+        for packet in a.demux(sa):
+            if packet.dts is None or float(packet.pts * sa.time_base) >= start - half:
+                continue  # the flush packet, or frames of an episode that was never committed
+            packet.stream = so
+            o.mux(packet)
+        shift = int(round(start / sb.time_base))
+        for packet in b.demux(sb):
+            if packet.dts is None:
+                continue
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = so
+            o.mux(packet)

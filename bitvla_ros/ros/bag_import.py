@@ -88,7 +88,8 @@ def import_bags(bags: list[str | Path], params: dict, split: str = "bag", gap_s:
     mask = mask * len(action_names) if len(mask) == 1 else mask
     session = RecordingSession(
         lambda: open_writer(os.path.expanduser(p["dataset_dir"]), p["dataset_layout"], p["video"], p["video_codec"],
-                            p["video_crf"], p["video_gop"], p["data_file_mb"], fps=p["record_rate_hz"],
+                            p["video_crf"], p["video_gop"], p["data_file_mb"], p["video_file_mb"],
+                            fps=p["record_rate_hz"],
                             camera_names=names, state_names=proprio, action_names=action_names,
                             robot_type=p["robot_type"], image_format=p["image_format"],
                             jpeg_quality=p["jpeg_quality"], action_mask=mask, dataset_name=p["dataset_name"] or None),

@@ -50,7 +50,8 @@ class RecorderNode(Node):
         proprio = [n for n in p["proprio_names"] if n]
         self.session = RecordingSession(
             lambda: open_writer(os.path.expanduser(p["dataset_dir"]), p["dataset_layout"], p["video"], p["video_codec"],
-                                p["video_crf"], p["video_gop"], p["data_file_mb"], fps=p["record_rate_hz"],
+                                p["video_crf"], p["video_gop"], p["data_file_mb"], p["video_file_mb"],
+                                fps=p["record_rate_hz"],
                                 camera_names=names, state_names=proprio, action_names=self.action_names,
                                 robot_type=p["robot_type"], image_format=p["image_format"],
                                 jpeg_quality=p["jpeg_quality"], action_mask=mask,

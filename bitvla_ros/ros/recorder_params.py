@@ -43,6 +43,8 @@ PARAMS = [
           read_only=True),
     Param("data_file_mb", 100.0, "v3.0: a data file takes episodes until it is this large", read_only=True,
           limits=(0.001, 1e6)),
+    Param("video_file_mb", 500.0, "v3.0: a camera's video file takes episodes until it is this large",
+          read_only=True, limits=(0.001, 1e6)),
     Param("image_format", "jpeg", "jpeg or png (lossless) for images inside the parquet files", read_only=True),
     Param("jpeg_quality", 95, "JPEG quality", read_only=True),
     Param("episode_topic", "", "optional std_msgs/String topic taking start / stop / discard ('' = off)",
