@@ -9,7 +9,7 @@ root/
                                                clips are, its per-feature stats (stats/<feature>/<stat>)
   meta/stats.json                              per-feature stats over all episodes
   data/chunk-000/file-000.parquet              the frames of several episodes, up to data_files_size_in_mb
-  videos/observation.images.<cam>/chunk-000/file-000.mp4   one clip per episode and camera
+  videos/observation.images.<cam>/chunk-000/file-000.mp4   several episodes per file, up to video_file_mb
   dataset_statistics.json                      BitVLA's normalization statistics
 ```
 v2.1 (the layout before; read, converted, and still writable with DatasetWriterV21):

@@ -3,8 +3,9 @@
 v3.0 puts several episodes in one data file and lists them in meta/episodes; a crash must still
 lose at most the episode in progress. How:
 
-- While an episode is recorded, each camera's frames stream into that episode's own MP4 under a
-  temp name (or, without video, are held in memory as JPEG/PNG bytes); nothing else is touched.
+- While an episode is recorded, each camera's frames stream into an MP4 of the episode's own
+  under a temp name (or, without video, are held in memory as JPEG/PNG bytes); nothing else is
+  touched.
 - save_episode(): each camera's current video file is rewritten whole as its finished episodes'
   frames (copied, not re-encoded) plus the new clip, under a temp name, and renamed over the old
   one; then the current data file likewise with its finished episodes' rows plus the new ones. A
@@ -16,9 +17,9 @@ lose at most the episode in progress. How:
   dataset_statistics.json and info.json after it (all derived from the list).
 - On open, a writer deletes temp files, truncates data files back to the rows the list names,
   deletes video and data files it does not name, and rewrites the derived meta files. Frames past
-  the end of a video file's last named episode are dropped when the next clip is appended. So a kill -9
-  at any moment leaves every finished episode loadable, by our reader and by LeRobot, and the
-  episode in progress is gone (also if its rows had landed but the list had not yet been renamed).
+  the end of a video file's last named episode are dropped when the next clip is appended. So a
+  kill -9 at any moment leaves every finished episode loadable, by our reader and by LeRobot, and
+  the episode in progress is gone (also if its rows had landed but the list had not been renamed).
 
 A failed save (full disk) raises DatasetWriteError; the episode stays in memory (its clips stay on
 disk) so save_episode() can be retried, or discard_episode() called.
