@@ -350,6 +350,12 @@ def test_open_clips_are_bounded_by_their_size(tmp_path):
     assert cache.get(clips[0]) is first  # kept while it is the one in use
     cache.get(clips[1])
     assert cache.get(clips[0]) is not first  # dropped for the next, opened again
+    reader = ClipCache().get(clips[0])
+    before = reader.nbytes
+    frame = reader.frame(0.1)
+    assert reader.nbytes == before + frame.nbytes  # the decoded frame is kept (training reads it again)
+    frame[:] = 0  # callers get copies: changing one leaves the kept frame as it was
+    assert reader.frame(0.1).any()
     frames = EpisodeDataset(root).frames(2)
     assert_episode_equal(EpisodeDataset(root), 2, 2, 6, tolerance=6)
     assert len(frames.images["wrist"]) == 6
