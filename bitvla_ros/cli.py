@@ -1,4 +1,4 @@
-"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo.
+"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo, dataset, import-bag.
 
 Each subcommand imports what it runs only when it runs, so `bitvla --help` stays quick. The flags
 of train and distill are derived from their settings dataclasses (bitvla_ros/train/settings.py).
@@ -124,7 +124,8 @@ def _cmd_record(args) -> int:
     from bitvla_ros.ros.record import RecordConfig, run_recording
 
     run_recording(RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
-                               init_start=args.init_start, seed=args.seed, image_size=args.image_size))
+                               init_start=args.init_start, seed=args.seed, image_size=args.image_size,
+                               layout=args.layout, video=not args.no_video))
     return 0
 
 
@@ -201,6 +202,47 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_dataset(args) -> int:
+    from bitvla_ros.data import DatasetError, EpisodeDataset
+    from bitvla_ros.data.tools import convert, describe
+
+    try:
+        if args.verb == "info":
+            print(describe(EpisodeDataset(args.root)))
+            return 0
+        result = convert(args.src, args.dst, video=not args.no_video)
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"bitvla dataset {args.verb}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} (LeRobot v3.0): {result['episodes']} episodes, {result['frames']} frames in "
+          f"{result['seconds']:.1f} s")
+    return 0
+
+
+def _cmd_import_bag(args) -> int:
+    from bitvla_ros.data import DatasetError
+    from bitvla_ros.ros.bag_import import BagError, import_bags, read_params_file
+
+    try:
+        params = read_params_file(args.params_file) if args.params_file else {}
+        overrides = {"dataset_dir": args.output, "image_topics": args.image_topics, "action_topic": args.action_topic,
+                     "sample_mode": args.sample_mode, "record_rate_hz": args.rate, "episode_topic": args.episode_topic,
+                     "proprio_names": args.proprio_names, "action_names": args.action_names}
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        if args.no_video:
+            params["video"] = False
+        result = import_bags(args.bags, params, split=args.split, gap_s=args.gap_s, instruction=args.instruction,
+                             instruction_topic=args.instruction_topic, joint_states_topic=args.joint_states_topic)
+    except (BagError, DatasetError, ValueError, RuntimeError, OSError) as e:
+        print(f"bitvla import-bag: {e}", file=sys.stderr)
+        return 2
+    skipped = ", ".join(f"{k} {v}" for k, v in result.skipped.items() if v) or "none"
+    print(f"imported {len(result.episodes)} episodes, {result.frames} frames from {len(args.bags)} bag(s) into "
+          f"{args.output} in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.0f} frames/s, "
+          f"{result.messages} messages); discarded {result.discarded}; skipped: {skipped}")
+    return 0 if result.episodes else 2
+
+
 def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
     p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
@@ -251,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",
                          description="sim_node (expert) + recorder_node over DDS; failed episodes are discarded.")
     rec.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    rec.add_argument("--layout", default="v3.0", choices=["v3.0", "v2.1"], help="dataset layout (LeRobot reads v3.0)")
+    rec.add_argument("--no-video", action="store_true", help="v3.0: images inside the parquet files, not MP4")
     _sim_arguments(rec, init_start=0, seed=0, episodes=40)
     rec.set_defaults(func=_cmd_record)
 
@@ -296,6 +340,38 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default="auto", help=_DEVICE_HELP)
     dm.add_argument("--ros-domain-id", type=int, default=None)
     dm.set_defaults(func=_cmd_demo)
+    ds = sub.add_parser("dataset", help="inspect a dataset, or convert one to LeRobot v3.0")
+    verbs = ds.add_subparsers(dest="verb", required=True)
+    di = verbs.add_parser("info", help="episodes, frames, fps, features and tasks of a dataset (v3.0 or v2.1)")
+    di.add_argument("root", help="dataset folder")
+    dc = verbs.add_parser("convert", help="copy a dataset (v2.1 or v3.0) into a new LeRobot v3.0 dataset")
+    dc.add_argument("src", help="dataset folder to read")
+    dc.add_argument("dst", help="new folder for the v3.0 dataset")
+    dc.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ds.set_defaults(func=_cmd_dataset)
+
+    ib = sub.add_parser("import-bag", help="rosbag2 recordings (MCAP or sqlite3) -> a dataset, paired as recorder_node",
+                        description="Replays the bags into recorder_node's pairing (rate or action mode) and writes "
+                                    "a dataset (LeRobot v3.0 by default). Settings: --params-file (as recorder_node "
+                                    "takes, e.g. config/recorder.yaml), then the options here.")
+    ib.add_argument("bags", nargs="+", help="bag folders (with metadata.yaml)")
+    ib.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    ib.add_argument("--params-file", help="recorder_node parameters (ROS params YAML)")
+    ib.add_argument("--split", default="bag", choices=["bag", "gap", "topic"],
+                    help="episodes: one per bag, cut at silences of the action topic, or by the episode topic")
+    ib.add_argument("--gap-s", type=float, default=1.0, help="--split gap: silence that ends an episode (s)")
+    ib.add_argument("--instruction", help="the task in words (default: the bag's instruction topic)")
+    ib.add_argument("--instruction-topic", default="instruction", help="std_msgs/String topic of the instruction")
+    ib.add_argument("--joint-states-topic", default="joint_states", help="sensor_msgs/JointState topic")
+    ib.add_argument("--image-topics", nargs="+", help="camera topics ('/compressed' = CompressedImage)")
+    ib.add_argument("--action-topic", help="the commands' topic")
+    ib.add_argument("--episode-topic", help="--split topic: std_msgs/String start / stop / discard")
+    ib.add_argument("--proprio-names", nargs="+", help="joints of joint_states stored as observation.state")
+    ib.add_argument("--action-names", nargs="+", help="action dimensions in order")
+    ib.add_argument("--sample-mode", choices=["rate", "action"], help="rate (a frame every 1/rate s) or action")
+    ib.add_argument("--rate", type=float, help="frames per second in rate mode (the dataset fps)")
+    ib.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ib.set_defaults(func=_cmd_import_bag)
     return p
 
 

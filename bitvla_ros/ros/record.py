@@ -25,6 +25,8 @@ class RecordConfig:
     seed: int = 0
     image_size: int = 128
     episode_timeout_s: float = 900.0
+    layout: str = "v3.0"  # dataset layout (recorder_node's dataset_layout)
+    video: bool = True  # v3.0: cameras as MP4
 
 
 def run_recording(cfg: RecordConfig, log=print) -> dict:
@@ -44,7 +46,8 @@ def run_recording(cfg: RecordConfig, log=print) -> dict:
         "image_topics": ["agentview/image_raw", "wrist/image_raw"], "proprio_names": PROPRIO_NAMES,
         "action_topic": "teleop/joint_command", "action_type": "joint_trajectory", "action_names": ACTION_NAMES,
         "action_mask": [True] * 6 + [False], "sample_mode": "action", "record_rate_hz": 20.0,
-        "use_sim_time": True, "max_observation_age_s": 1.0, "input_reliability": "reliable"}, logs)
+        "use_sim_time": True, "max_observation_age_s": 1.0, "input_reliability": "reliable",
+        "dataset_layout": cfg.layout, "video": cfg.video}, logs)
     rclpy.init()
     node = rclpy.create_node("bitvla_record")
     executor = SingleThreadedExecutor()
