@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -34,7 +34,8 @@ from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import HOLD_MODES, STREAM, TRAJECTORY, PolicyRunner, PolicySettings
 from bitvla_ros.policy.scheduler import JOINS
 from bitvla_ros.policy.timing import STAMP_MODES
-from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
+from bitvla_ros.ros.conversions import camera_input, header_seconds, node_seconds
+from bitvla_ros.ros.diagnostics import ERROR, OK, WARN, publish_status
 from bitvla_ros.ros.params import Param, check, declare
 from bitvla_ros.ros.qos import INPUT_RELIABILITY, LATCHED, subscribe_sensor
 from bitvla_ros.ros.spin import EXECUTORS, make_executor, run
@@ -173,11 +174,11 @@ class PolicyInterface:
         self._applied = {n: values[n] for n in SWAP_PARAMS}  # what a failed load puts back
 
         reliability = values["input_reliability"]
-        self.subscriptions = [
-            subscribe_sensor(node, CompressedImage if topic.endswith("/compressed") else Image, topic,
-                             self._image_callback(cam, compressed_to_rgb if topic.endswith("/compressed")
-                                                  else image_to_rgb), reliability)
-            for cam, topic in zip(settings.camera_names, values["image_topics"])]
+        self.subscriptions = []
+        for cam, topic in zip(settings.camera_names, values["image_topics"]):
+            kind, convert = camera_input(topic)
+            self.subscriptions.append(subscribe_sensor(node, kind, topic, self._image_callback(cam, convert),
+                                                       reliability))
         self.subscriptions.append(subscribe_sensor(node, JointState, "joint_states", self._on_joint_state, reliability))
         self.subscriptions.append(node.create_subscription(String, "instruction", self._on_instruction, LATCHED))
 
@@ -199,7 +200,7 @@ class PolicyInterface:
         self._worker.start()
 
     def now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self.node)
 
     # --- inputs: convert, validate, store -------------------------------------------------
 
@@ -396,12 +397,11 @@ class PolicyInterface:
 
     def publish_diagnostics(self) -> None:
         s = self.runner.status()
-        level = DiagnosticStatus.ERROR if s["fault"] else (DiagnosticStatus.OK if s["enabled"] else DiagnosticStatus.WARN)
+        level = ERROR if s["fault"] else (OK if s["enabled"] else WARN)
         message = f"fault: {s['fault']}" if s["fault"] else ("running" if s["enabled"] else "disabled (call ~/enable)")
         if self.runner.predictor is None:
-            level = DiagnosticStatus.ERROR
+            level = ERROR
             message = f"loading {self.loading}" if self.loading else "no model loaded"
-        fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         predictor = self.runner.predictor
         chosen = predictor.describe() if hasattr(predictor, "describe") else {}  # device, backend, forward: why
         values = {"model": self.model_label, "loading": self.loading, "last_load_error": self.last_load_error,
@@ -410,11 +410,7 @@ class PolicyInterface:
                   "control_rate_hz": self.runner.settings.control_rate_hz,
                   **{k: v for k, v in s.items() if k not in ("enabled", "rejected")},
                   **{f"rejected_{k}": v for k, v in s["rejected"].items()}}
-        status = DiagnosticStatus(level=level, name="bitvla_policy", message=message, hardware_id=self.model_label,
-                                  values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.node.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        publish_status(self.node, self.diag_pub, "bitvla_policy", level, message, values, self.model_label)
 
     def close(self) -> None:
         """Stop the threads and take everything this interface made off the node."""

@@ -13,11 +13,11 @@ import os
 
 import cv2
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -26,7 +26,8 @@ from bitvla_ros.data.recording import RATE, RecordingSession
 from bitvla_ros.data.v3 import open_writer
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
-from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
+from bitvla_ros.ros.conversions import camera_input, header_seconds, node_seconds
+from bitvla_ros.ros.diagnostics import OK, publish_status
 from bitvla_ros.ros.params import declare
 from bitvla_ros.ros.recorder_params import PARAMS, camera_name
 from bitvla_ros.ros.spin import run
@@ -60,7 +61,7 @@ class RecorderNode(Node):
         self.image_size = p["image_size"]
 
         for cam, topic in zip(names, topics):
-            kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
+            kind, convert = camera_input(topic)
             subscribe_sensor(self, kind, topic, self._image_callback(cam, convert), p["input_reliability"])
         subscribe_sensor(self, JointState, "joint_states", self._on_joint_state, p["input_reliability"])
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
@@ -81,7 +82,7 @@ class RecorderNode(Node):
                                f"{p['action_topic']} into {p['dataset_dir']} ({p['sample_mode']} mode)")
 
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self)
 
     def _refuse(self, rejection: Rejected) -> None:
         if self.session.rejections.record(rejection, self.now()):
@@ -153,12 +154,7 @@ class RecorderNode(Node):
         s = self.session.status()
         values = {"recording": s["recording"], "episodes": s["episodes"], "frames_in_episode": s["frames_in_episode"],
                   **{f"skipped_{k}": v for k, v in s["skipped"].items()}}
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="bitvla_recorder",
-                                  message="recording" if s["recording"] else "idle",
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        publish_status(self, self.diag_pub, "bitvla_recorder", OK, "recording" if s["recording"] else "idle", values)
 
     def destroy_node(self):
         if self.session.writer is not None:
