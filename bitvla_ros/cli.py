@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "repeatable; default: the train split 0-34. Validation (35-39) and test (40-49) states "
                           "are refused")
     rec.add_argument("--allow-eval-states", action="store_true",
-                     help="record on validation/test init states anyway (no figure on them is then held out)")
+                     help="record on validation/test init states or test seeds anyway (no figure on them is "
+                          "then held out)")
     rec.add_argument("--repeats", type=int, default=1, help="episodes per init state and seed (needs --dart-noise)")
     rec.add_argument("--dart-noise", type=float, default=0.0, metavar="SIGMA",
                      help="DART recovery demos: Gaussian noise of this std on the expert's executed arm actions "

@@ -134,6 +134,8 @@ def test_record_stays_off_the_validation_and_test_states(tmp_path, capsys):
     with pytest.raises(ValueError, match="validation and test splits"):
         RecordConfig(output="d", episodes=40)  # 0-39: the old default reached into validation
     assert RecordConfig(output="d", episodes=40, allow_eval_states=True).states_for(1)[-1] == 39
+    with pytest.raises(ValueError, match="overlap the test seeds"):
+        RecordConfig(output="d", seeds=[0, 1])
     with pytest.raises(ValueError, match="same episode again"):
         RecordConfig(output="d", repeats=2)
     with pytest.raises(ValueError, match="not among the tasks"):
