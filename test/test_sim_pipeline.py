@@ -65,15 +65,16 @@ def test_eval_runs_a_policy_in_lockstep_over_ros(tmp_path):
     model = tmp_path / "model"
     convert(tiny.write_published_checkpoint(tmp_path / "pub", tiny.model(seed=1)), model)
     result = run_evaluation(EvalConfig(model=str(model), output=str(tmp_path / "eval"), suite="libero_goal",
-                                       tasks=[1], episodes=1, init_start=40, backend="reference", image_size=64,
-                                       max_steps=16), log=lambda *a: None)
-    episode = result["episodes"][0]
-    assert episode["steps"] == 16 and episode["reason"] == "max_steps"  # two chunks, open loop
-    assert result["summary"]["all tasks"]["trials"] == 1
+                                       tasks=[1], episodes=1, init_start=40, seeds=[1, 2], backend="reference",
+                                       image_size=64, max_steps=16), log=lambda *a: None)
+    for episode, seed in zip(result["episodes"], [1, 2]):  # the sim rebuilt its env for the second seed
+        assert (episode["seed"], episode["init_state"], episode["steps"], episode["reason"]) == (
+            seed, 40, 16, "max_steps")  # two chunks, open loop
+    assert result["summary"]["all tasks"]["trials"] == 2 and list(result["per_seed"]) == ["1", "2"]
     assert result["policy_chunk_latency"]["p50_ms"] is not None
     assert (tmp_path / "eval" / "success.png").is_file()
-    videos = list((tmp_path / "eval" / "videos").glob("*.mp4"))
-    assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert [v.name.split("_")[2] for v in videos] == ["seed1", "seed2"] and videos[0].stat().st_size > 1000
     assert np.isfinite(result["wall_s"])
 
 

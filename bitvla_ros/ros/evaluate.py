@@ -143,6 +143,8 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
             driver.set_params("bitvla_sim", {"task_id": task, "init_state": init, "seed": seed})
             t0 = time.perf_counter()
             first = driver.reset_episode()
+            if first.get("seed") != seed:
+                raise RuntimeError(f"expected the sim to run env seed {seed}, it reports {first.get('seed')}")
             # Enabled before a new task's instruction arrives, the policy would answer with the last task's.
             driver.trigger_holding("/bitvla_policy/reset", first["instruction"])
             driver.enable("bitvla_policy", True)
