@@ -231,7 +231,8 @@ def _cmd_select(args) -> int:
     chosen = sel.selection(cands, runs)
     (out / "selection.json").write_text(json.dumps(chosen, indent=2) + "\n")
     grouped_rate_chart(chosen["per_task"], out / "selection.png",
-                       f"bitvla select: init states {describe(configs[0].init_states)}, seeds {configs[0].seeds}")
+                       f"bitvla select: init states {describe(configs[0].init_states)}, "
+                       f"seeds {', '.join(map(str, configs[0].seeds))}")
     print("\n" + sel.format_selection(chosen))
     c = chosen["chosen"]
     print(f"\nchosen: {c['model']} with execute_steps {c['execute_steps']} ({sel.RULE}); "

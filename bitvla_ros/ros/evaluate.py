@@ -217,7 +217,11 @@ def _plan(cfg: EvalConfig) -> str:
     from bitvla_ros.sim.splits import describe
 
     return (f"evaluating {cfg.suite} tasks {cfg.tasks} on init states {describe(cfg.init_states)}, env seeds "
-            f"{cfg.seeds}: {len(_schedule(cfg))} episodes ({cfg.protocol} protocol)")
+            f"{cfg.seeds}: {_count(len(_schedule(cfg)), 'episode')} ({cfg.protocol} protocol)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _write_results(cfg: EvalConfig, out: Path, episodes: list[dict], chunk_latency: dict, started: float,
