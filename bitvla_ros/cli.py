@@ -193,7 +193,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_select(args) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from bitvla_ros.model.normalize import NormStatsError
     from bitvla_ros.ros.ros_env import isolate
@@ -237,6 +237,11 @@ def _cmd_select(args) -> int:
     c = chosen["chosen"]
     print(f"\nchosen: {c['model']} with execute_steps {c['execute_steps']} ({sel.RULE}); "
           f"{out / 'selection.json'}, {out / 'selection.png'}")
+    if args.apply:
+        from bitvla_ros.model.runtime import RuntimeSettings
+
+        path = replace(RuntimeSettings.load(c["model"]), execute_steps=c["execute_steps"]).save(c["model"])
+        print(f"execute_steps {c['execute_steps']} written to {path}: policy_node and bitvla demo run it so")
     return 0
 
 
@@ -409,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--test-states", default="40-49", help="init states reported on, never selected on")
     se.add_argument("--test-seeds", type=_seeds, default=None, help="env seeds reported on (default 1,2)")
     se.add_argument("--video", action="store_true", help="write an MP4 per episode (off: selection is for numbers)")
+    se.add_argument("--apply", action="store_true",
+                    help="write the chosen execute_steps into the chosen model folder's runtime.json")
     se.set_defaults(func=_cmd_select)
 
     cp = sub.add_parser("compare", help="several `bitvla eval` results side by side, each tested against the first",

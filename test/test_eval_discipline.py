@@ -106,8 +106,10 @@ def test_select_chooses_on_validation_and_refuses_test_states(fake_rollouts, tmp
     assert "<- chosen" in capsys.readouterr().out
 
     ran = len(fake_rollouts)
-    assert main([*common, "--execute-steps", "8,4,2"]) == 0  # resumed: every candidate evaluated alike before
+    (tmp_path / "m").mkdir()
+    assert main([*common, "--execute-steps", "8,4,2", "--apply"]) == 0  # resumed: all evaluated alike before
     assert len(fake_rollouts) == ran
+    assert json.loads((tmp_path / "m" / "runtime.json").read_text()) == {"execute_steps": 4}  # travels with it
 
     capsys.readouterr()
     assert main([*common, "--init-start", "38", "--episodes", "5"]) == 2
