@@ -62,7 +62,7 @@ def fake_rollouts(monkeypatch):
                    for t in tasks for i in range(episodes)]
         return records, [0.01] * len(records)
 
-    predictor = SimpleNamespace(model=SimpleNamespace(backend_name="fake"),
+    predictor = SimpleNamespace(model=SimpleNamespace(backend_name="fake"), summary=lambda: "backend fake",
                                 processor=SimpleNamespace(image_pipeline="siglip"), stats=SimpleNamespace(key="k"))
     monkeypatch.setattr(rollout_inprocess, "run_in_process", run_in_process)
     monkeypatch.setattr("bitvla_ros.model.predict.BitVLAPredictor.from_pretrained",
