@@ -110,43 +110,148 @@ def _cmd_distill(args) -> int:
     return _run_settings("distill", distill, DistillConfig, args)
 
 
-def _tasks(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tasks must be comma-separated task ids like 1,4,9, got {text!r}") from None
+def _ids(what: str, example: str):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated integers like {example}, got {text!r}")
+        return values
+    return parse
+
+
+_tasks = _ids("tasks", "1,4,9")
+_seeds = _ids("env seeds", "1,2")
+
+
+def _init_states(specs: list[str] | None) -> tuple[list[int] | None, dict[int, list[int]]]:
+    """--init-states values: "RANGES" for every task, "TASK=RANGES" for one (bitvla_ros/sim/splits.py)."""
+    from bitvla_ros.sim.splits import parse_ranges
+
+    common, per_task = None, {}
+    for spec in specs or []:
+        task, sep, ranges = spec.rpartition("=")
+        if not sep:
+            common = parse_ranges(ranges)
+        elif task.strip().isdigit():
+            per_task[int(task)] = parse_ranges(ranges)
+        else:
+            raise ValueError(f"expected --init-states RANGES or TASK=RANGES (e.g. 0-34 or 9=0-20), got {spec!r}")
+    return common, per_task
 
 
 def _cmd_record(args) -> int:
+    from bitvla_ros.ros.record import RecordConfig
+
+    try:
+        common, per_task = _init_states(args.init_states)
+        cfg = RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
+                           init_start=args.init_start, init_states=common, task_init_states=per_task,
+                           seeds=args.seeds, image_size=args.image_size, repeats=args.repeats,
+                           dart_noise=args.dart_noise, dart_correlation=args.dart_correlation,
+                           noise_seed=args.noise_seed, allow_eval_states=args.allow_eval_states,
+                           layout=args.layout, video=not args.no_video)
+    except ValueError as e:
+        print(f"bitvla record: {e}", file=sys.stderr)
+        return 2
     from bitvla_ros.ros.ros_env import isolate
 
     isolate(args.ros_domain_id)
-    from bitvla_ros.ros.record import RecordConfig, run_recording
+    from bitvla_ros.ros.record import run_recording
 
-    run_recording(RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
-                               init_start=args.init_start, seed=args.seed, image_size=args.image_size,
-                               layout=args.layout, video=not args.no_video))
+    run_recording(cfg)
     return 0
 
 
+def _eval_config(args, **overrides):
+    from bitvla_ros.ros.evaluate import EvalConfig
+
+    fields = dict(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
+                  init_start=args.init_start, seeds=args.seeds, split=args.split, backend=args.backend,
+                  device=args.device,
+                  image_size=args.image_size, unnorm_key=args.unnorm_key, max_steps=args.max_steps,
+                  in_process=args.in_process, policy_threads=args.policy_threads)
+    return EvalConfig(**{**fields, **overrides})
+
+
+def execute_steps_for(model, given: int | None = None) -> int:
+    """An explicit --execute-steps, else the model's runtime.json, else the whole chunk (8)."""
+    from bitvla_ros.model.runtime import RuntimeSettings
+    from bitvla_ros.ros.evaluate import EvalConfig
+
+    return given or RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps
+
+
 def _cmd_eval(args) -> int:
+    from bitvla_ros.model.normalize import NormStatsError
     from bitvla_ros.ros.ros_env import isolate
 
-    if not args.in_process:
-        isolate(args.ros_domain_id)
-    from bitvla_ros.model.normalize import NormStatsError
-    from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
-
     try:
-        run_evaluation(EvalConfig(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks,
-                                  episodes=args.episodes, init_start=args.init_start, seed=args.seed,
-                                  backend=args.backend, device=args.device, image_size=args.image_size, unnorm_key=args.unnorm_key,
-                                  max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
-                                  in_process=args.in_process, policy_threads=args.policy_threads,
-                                  execute_steps=args.execute_steps))
+        cfg = _eval_config(args, video=not args.no_video, protocol=args.protocol,
+                           execute_steps=execute_steps_for(args.model, args.execute_steps))
+        if not args.in_process:
+            isolate(args.ros_domain_id)
+        from bitvla_ros.ros.evaluate import run_evaluation
+
+        run_evaluation(cfg)
     except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
         print(f"bitvla eval: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cmd_select(args) -> int:
+    from dataclasses import asdict, replace
+
+    from bitvla_ros.model.normalize import NormStatsError
+    from bitvla_ros.ros.ros_env import isolate
+    from bitvla_ros.sim import selection as sel
+    from bitvla_ros.sim.evaluation import grouped_rate_chart
+    from bitvla_ros.sim.splits import TEST_SEEDS, VALIDATION_SEEDS, describe, parse_ranges
+
+    out = Path(args.output).expanduser()
+    try:
+        split = args.split or (None if args.init_start is not None or args.episodes is not None else "validation")
+        cands = sel.candidates(args.model, args.execute_steps)
+        configs = [_eval_config(args, model=c.model, output=str(out / "candidates" / c.label.replace("/", "_")),
+                                split=split, seeds=args.seeds or list(VALIDATION_SEEDS), video=args.video,
+                                execute_steps=c.execute_steps) for c in cands]
+        sel.check_held_out(configs[0].init_states, configs[0].seeds, parse_ranges(args.test_states),
+                           args.test_seeds or list(TEST_SEEDS))
+        if not args.in_process:
+            isolate(args.ros_domain_id)
+        from bitvla_ros.ros.evaluate import run_evaluation
+
+        print(f"bitvla select: {len(cands)} candidates on init states {describe(configs[0].init_states)}, "
+              f"env seeds {configs[0].seeds}")
+        runs = {}
+        for c, cfg in zip(cands, configs):
+            results = Path(cfg.output) / "results.json"
+            if sel.reusable(results, asdict(cfg)):
+                print(f"{c.label}: evaluated alike before, reusing {results}")
+                runs[c.label] = json.loads(results.read_text())
+            else:
+                print(f"{c.label}: {c.model}, execute_steps {c.execute_steps}")
+                runs[c.label] = run_evaluation(cfg)
+    except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
+        print(f"bitvla select: {e}", file=sys.stderr)
+        return 2
+    chosen = sel.selection(cands, runs)
+    (out / "selection.json").write_text(json.dumps(chosen, indent=2) + "\n")
+    grouped_rate_chart(chosen["per_task"], out / "selection.png",
+                       f"bitvla select: init states {describe(configs[0].init_states)}, "
+                       f"seeds {', '.join(map(str, configs[0].seeds))}")
+    print("\n" + sel.format_selection(chosen))
+    c = chosen["chosen"]
+    print(f"\nchosen: {c['model']} with execute_steps {c['execute_steps']} ({sel.RULE}); "
+          f"{out / 'selection.json'}, {out / 'selection.png'}")
+    if args.apply:
+        from bitvla_ros.model.runtime import RuntimeSettings
+
+        path = replace(RuntimeSettings.load(c["model"]), execute_steps=c["execute_steps"]).save(c["model"])
+        print(f"execute_steps {c['execute_steps']} written to {path}: policy_node and bitvla demo run it so")
     return 0
 
 
@@ -179,7 +284,6 @@ def _cmd_demo(args) -> int:
         return 2
     demo = json.loads(card.read_text()) if card.is_file() else {}
     isolate(args.ros_domain_id)
-    from bitvla_ros.model.runtime import RuntimeSettings
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     tasks = args.tasks or demo.get("tasks", [1])
@@ -189,9 +293,9 @@ def _cmd_demo(args) -> int:
         result = run_evaluation(EvalConfig(
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
-            seed=demo.get("eval_seed", 1), backend=args.backend, device=args.device,
+            seeds=[demo.get("eval_seed", 1)], backend=args.backend, device=args.device,
             image_size=demo.get("sim_image_size", 128),
-            execute_steps=RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps))
+            execute_steps=execute_steps_for(model)))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2
@@ -248,12 +352,31 @@ def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episo
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
     p.add_argument("--episodes", type=int, default=episodes, help="episodes per task")
     p.add_argument("--init-start", type=int, default=init_start, help="first LIBERO init state (then consecutive)")
-    p.add_argument("--seed", type=int, default=seed, help="env seed")
+    p.add_argument("--seeds", type=_seeds, default=[seed], help="env seeds, e.g. 1,2: each runs every init state")
+    p.add_argument("--seed", dest="seeds", type=_seeds, help="one env seed (same as --seeds N)")
     p.add_argument("--image-size", type=int, default=128, help="camera resolution of the sim")
     p.add_argument("--ros-domain-id", type=int, default=None, help="ROS domain (default: a random one)")
 
 
 _DEVICE_HELP = "where the policy runs: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N"
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    """Episodes and policy options shared by eval and select; unset ones take the protocol's defaults
+    (bitvla_ros/ros/evaluate.py)."""
+    _sim_arguments(p, init_start=40, seed=1, episodes=10)
+    p.set_defaults(tasks=None, episodes=None, init_start=None, seeds=None, image_size=None)
+    p.add_argument("--split", choices=["train", "validation", "val", "test"],
+                   help="init states of a split (train 0-34, validation 35-39, test 40-49) instead of "
+                        "--init-start/--episodes")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--unnorm-key", default="")
+    p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
+    p.add_argument("--policy-threads", type=int, default=1,
+                   help="torch threads of the policy process (default 1: the sim renders on another core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,32 +418,58 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
     rec.add_argument("--layout", default="v3.0", choices=["v3.0", "v2.1"], help="dataset layout (LeRobot reads v3.0)")
     rec.add_argument("--no-video", action="store_true", help="v3.0: images inside the parquet files, not MP4")
-    _sim_arguments(rec, init_start=0, seed=0, episodes=40)
+    _sim_arguments(rec, init_start=0, seed=0, episodes=35)
+    rec.set_defaults(episodes=None, init_start=None)  # neither given: the train split, init states 0-34
+    rec.add_argument("--init-states", action="append", metavar="[TASK=]RANGES",
+                     help="init states to record, e.g. 0-34 or 0-9,20-34 (every task) or 9=0-20 (task 9 only); "
+                          "repeatable; default: the train split 0-34. Validation (35-39) and test (40-49) states "
+                          "are refused")
+    rec.add_argument("--allow-eval-states", action="store_true",
+                     help="record on validation/test init states or test seeds anyway (no figure on them is "
+                          "then held out)")
+    rec.add_argument("--repeats", type=int, default=1, help="episodes per init state and seed (needs --dart-noise)")
+    rec.add_argument("--dart-noise", type=float, default=0.0, metavar="SIGMA",
+                     help="DART recovery demos: Gaussian noise of this std on the expert's executed arm actions "
+                          "(env units: 1 = 5 cm / 0.5 rad per step; docs/default_model.md uses 0.1 and 0.2); "
+                          "the clean action is recorded")
+    rec.add_argument("--dart-correlation", type=float, default=0.0,
+                     help="AR(1) coefficient of that noise between steps (0 = independent, as in DART)")
+    rec.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (repeat r uses seed + r)")
     rec.set_defaults(func=_cmd_record)
 
     ev = sub.add_parser("eval", help="evaluate a model in LIBERO through sim_node + policy_node (lockstep)",
-                        description="Success per task with a 95%% interval, latency, MP4s and a bar chart.")
+                        description="Success per task with a 95%% interval, per env seed and pooled, latency, MP4s "
+                                    "and a bar chart.")
     ev.add_argument("--model", required=True, help="model folder")
     ev.add_argument("--output", required=True, help="results folder")
-    _sim_arguments(ev, init_start=40, seed=1, episodes=10)
-    # Unset sim arguments take the protocol's defaults (bitvla_ros/ros/evaluate.py).
-    ev.set_defaults(tasks=None, episodes=None, init_start=None, seed=None, image_size=None)
+    _eval_arguments(ev)
     ev.add_argument("--protocol", default="ros", choices=["ros", "libero"],
                     help="ros: held-out init states 40+, 128 px, 10 episodes of task 1 by default; libero: the "
                          "published BitVLA eval (all tasks, 50 trials from init state 0, 256 px, JPEG + Lanczos + "
                          "center crop, seeds 0/7, unnorm key = suite)")
-    ev.add_argument("--in-process", action="store_true",
-                    help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
-    ev.add_argument("--backend", default="auto")
-    ev.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    ev.add_argument("--unnorm-key", default="")
-    ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
-    ev.add_argument("--execute-steps", type=int, default=8,
-                    help="actions of each chunk executed open loop before re-planning (the published eval: 8)")
-    ev.add_argument("--policy-threads", type=int, default=1,
-                    help="torch threads of the policy process (default 1: the sim renders on another core)")
+    ev.add_argument("--execute-steps", type=int, default=None,
+                    help="actions of each chunk executed open loop before re-planning (default: the model's "
+                         "runtime.json, else 8 as the published eval)")
     ev.set_defaults(func=_cmd_eval)
+
+    se = sub.add_parser("select", help="choose checkpoint and execute_steps on validation init states",
+                        description="Evaluates every --model x --execute-steps candidate with `bitvla eval` on the "
+                                    "validation states (35-39) and seeds (0,3) and keeps the one with the most pooled "
+                                    "successes (ties: the first listed). Refuses states or seeds that overlap the "
+                                    "test ones. Candidates already evaluated alike in --output are reused.")
+    se.add_argument("--model", required=True, action="append",
+                    help="model folder or training checkpoint (runs/x/checkpoints/step_N); repeat for several")
+    se.add_argument("--output", required=True, help="folder for selection.json, selection.png, candidates/")
+    _eval_arguments(se)
+    se.add_argument("--execute-steps", type=_ids("execute steps", "2,4,8"), default=[8],
+                    help="comma-separated values to try, e.g. 2,4,8")
+    se.add_argument("--test-states", default="40-49", help="init states reported on, never selected on")
+    se.add_argument("--test-seeds", type=_seeds, default=None, help="env seeds reported on (default 1,2)")
+    se.add_argument("--video", action="store_true", help="write an MP4 per episode (off: selection is for numbers)")
+    se.add_argument("--apply", action="store_true",
+                    help="write the chosen execute_steps into the chosen model folder's runtime.json")
+    se.set_defaults(func=_cmd_select)
 
     cp = sub.add_parser("compare", help="several `bitvla eval` results side by side, each tested against the first",
                         description="Success per task for each run with 95%% Wilson intervals, and the two-sided "
