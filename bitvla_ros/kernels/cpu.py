@@ -216,3 +216,18 @@ class CpuBackend:
     @staticmethod
     def matmul(x: torch.Tensor, prepared: PackedTernary) -> torch.Tensor:
         return ternary_matmul_cpu(x, prepared)
+
+    @staticmethod
+    def variants() -> list[dict]:
+        """The instruction sets the kernel can use here, for the autotuner to time (only the
+        forced one under BITVLA_CPU_ISA)."""
+        ext = _require()
+        if os.environ.get("BITVLA_CPU_ISA", "").strip():
+            return [{"isa": ext.isa_name(_state["isa"])}]
+        simd = [{"isa": n} for n in ("avx512vnni", "avxvnni", "avx2") if n in _ISAS and ext.isa_supported(_ISAS[n])]
+        return simd or [{"isa": "portable"}]
+
+    @staticmethod
+    def configure(isa: str) -> None:
+        """Use this instruction set from now on (one the CPU has)."""
+        _state["isa"] = _isa_id(isa)
