@@ -8,9 +8,10 @@ on the next. So the first load on a machine times each candidate on one layer of
 result on disk under a key of CPU model + instruction sets + thread count + torch version + the
 shapes. Later loads on the same machine read the cache.
 
-Timing uses the minimum of a few calls: on a shared machine the slower calls measure the
-neighbours, not the kernel. A candidate is dropped (its time recorded as None) once its partial
-sum exceeds ``DROP_RATIO`` times the best complete total, so the slow oracle costs little.
+Timing uses the minimum of a few calls per shape, the candidates interleaved call by call: on a
+shared machine the slower calls measure the neighbours, not the kernel, and a burst of load falls
+on every candidate alike. A candidate far behind after the warm-up round or a timed round is
+dropped (its time recorded as None), so the slow oracle costs little.
 
 ``BITVLA_AUTOTUNE=0`` turns measuring off (auto then takes the registry's static order);
 ``BITVLA_CACHE_DIR`` moves the cache (default: ``$XDG_CACHE_HOME/bitvla_ros``, else
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 CACHE_FILE = "kernel_autotune.json"
 DROP_RATIO = 2.0
+WARMUP_DROP_RATIO = 4.0  # first calls are noisier (allocation, primitive creation)
 REPEATS = 3
 # The instruction sets that decide which integer units a kernel can use.
 ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -179,32 +181,53 @@ def _min_time(fn: Callable[[], object], repeats: int, timer: Callable[[], float]
     return best
 
 
+def _time_once(fn: Callable[[], object], timer: Callable[[], float]) -> float:
+    start = timer()
+    fn()
+    return timer() - start
+
+
 def measure(cands: Sequence[Candidate], work: Sequence[Workload], *, dtype: torch.dtype = torch.bfloat16,
             repeats: int = REPEATS, timer: Callable[[], float] = time.perf_counter,
             resolve: Callable[[str], object] | None = None, seed: int = 0) -> dict[str, float | None]:
     """Seconds for one set of layers (Σ count · min call time) per candidate label; None where a
-    candidate was dropped as more than ``DROP_RATIO`` x slower than the best so far."""
+    candidate was dropped.
+
+    Rounds interleave the candidates shape by shape, so that a burst of load from a neighbour
+    falls on all of them alike. Round 0 is the warm-up (first-call costs); a candidate more than
+    ``WARMUP_DROP_RATIO`` x the best there, or ``DROP_RATIO`` x the best after a timed round,
+    is not timed further."""
     resolve = resolve or (lambda name: get_backend(name, "cpu"))
     gen = torch.Generator().manual_seed(seed)
-    inputs = {w.key: torch.randn(w.rows, w.weight.in_features, generator=gen).to(dtype) for w in work}
-    seconds: dict[str, float | None] = {}
-    best = float("inf")
-    for cand in cands:
-        backend = resolve(cand.backend)
-        configure(backend, cand)
-        total = 0.0
-        for w in work:
-            prepared = backend.prepare(w.weight)
-            x = inputs[w.key]
-            total += w.count * _min_time(lambda: backend.matmul(x, prepared), repeats, timer)
-            del prepared
-            if total > DROP_RATIO * best:
-                total = None
-                break
-        seconds[cand.label] = total
-        if total is not None:
-            best = min(best, total)
-    return seconds
+    inputs = [torch.randn(w.rows, w.weight.in_features, generator=gen).to(dtype) for w in work]
+    alive = list(cands)
+    best: dict[str, list[float]] = {c.label: [float("inf")] * len(work) for c in cands}
+    dropped: set[str] = set()
+    for rnd in range(repeats + 1):
+        warm: dict[str, float] = {}
+        for i, w in enumerate(work):
+            for cand in alive:
+                backend = resolve(cand.backend)
+                configure(backend, cand)
+                prepared = backend.prepare(w.weight)  # one layer's worth, freed after the call
+                t = _time_once(lambda: backend.matmul(inputs[i], prepared), timer)
+                del prepared
+                if rnd == 0:
+                    warm[cand.label] = warm.get(cand.label, 0.0) + w.count * t
+                else:
+                    best[cand.label][i] = min(best[cand.label][i], t)
+        if rnd == 0:
+            totals, ratio = warm, WARMUP_DROP_RATIO
+        else:
+            totals = {c.label: sum(w.count * t for w, t in zip(work, best[c.label])) for c in alive}
+            ratio = DROP_RATIO
+        fastest = min(totals.values()) if totals else 0.0
+        for cand in list(alive):
+            if totals[cand.label] > ratio * fastest and len(alive) > 1:
+                alive.remove(cand)
+                dropped.add(cand.label)
+    return {c.label: None if c.label in dropped else sum(w.count * t for w, t in zip(work, best[c.label]))
+            for c in cands}
 
 
 def select(seconds: dict[str, float | None]) -> Candidate:
