@@ -2,7 +2,9 @@
 
 Builds the model directly in deploy form with random packed weights (no float ternary copy) and
 times the whole forward — two 224 px images through the vision tower, ~600 tokens through the
-LLM, the action head — plus its stages, as medians.
+LLM, the action head — plus its stages, as medians. "cpu-seconds" is the process's CPU time per
+chunk (all threads): on a shared machine, where wall time includes waiting for a core, it is
+the steadier figure to compare (wall ≈ cpu-seconds / threads when the cores are free).
 
     .venv/bin/python bench/model.py [--preset bitvla-3b] [--backends auto,reference,...] [--repeats 3]
 """
@@ -57,12 +59,15 @@ def main() -> None:
         if model.kernel_tuning is not None:
             print(f"{model.kernel_tuning.describe()}; {time.perf_counter() - start:.1f} s")
         model(**batch)  # warm-up (and any one-time weight preparation)
-        totals, stages = [], []
+        totals, stages, cpu = [], [], []
         for _ in range(args.repeats):
+            c0 = time.process_time()
             s = stage_times(model, batch)
+            cpu.append(time.process_time() - c0)
             stages.append(s)
             totals.append(sum(s.values()))
-        rows.append((backend, median(totals), {k: median([s[k] for s in stages]) for k in stages[0]}))
+        rows.append((backend, median(totals), {k: median([s[k] for s in stages]) for k in stages[0]}
+                     | {"cpu-seconds": median(cpu)}))
     print(f"\n{'backend':12s} {'s/chunk':>9s}   stages (median s)")
     base = rows[0][1]
     for backend, total, st in rows:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bitvla_ros.kernels import autotune
+from bitvla_ros.kernels import autotune, heap
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.bitnet import BitNetModel
 from bitvla_ros.model.config import BitVLAConfig
@@ -188,6 +188,8 @@ class BitVLA(nn.Module):
         available backends on this model's shapes (or reads this machine's cached timings):
         ``kernel_tuning`` keeps the choice and the figures behind it."""
         self.kernel_tuning = None
+        if self.deployed and self.device_of_codes() == "cpu":
+            heap.keep_activation_pages()
         if name == "auto" and self.deployed and self.device_of_codes() == "cpu" and autotune.enabled():
             self.kernel_tuning = autotune.tune(self.kernel_workload(), dtype=self.dtype)
             name = self.kernel_tuning.choice.backend
