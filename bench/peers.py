@@ -9,8 +9,10 @@ own and two multi-GB models never sit in memory together:
   hf-ternary  the same with its online ternary quantization (AutoBitLinear, quantization_mode
               "online": weights ternarized and activations int8-fake-quantized every call, with
               torch.compile'd quantizers; the BitVLA reference's approach). Its first call compiles.
-Prints medians (after a warm-up call, which is reported as "first call"), peak RSS per process,
-ratios against our LLM part, and the CPU model / instruction sets / threads.
+Prints medians (after a warm-up call, which is reported as "first call") of wall seconds and of
+process CPU seconds (the steadier figure on a shared machine; --threads 1 makes it the plain
+single-core time), peak RSS per process, ratios against our LLM part, and the CPU model /
+instruction sets / threads.
 
     .venv/bin/python bench/peers.py [--peers ours,hf-bf16,hf-ternary] [--repeats 2] [--threads N]
 """
@@ -34,16 +36,19 @@ from bitvla_ros.model.config import preset
 PEERS = ("ours", "hf-bf16", "hf-ternary")
 
 
-def _timed(fn, repeats: int) -> tuple[float, list[float]]:
+def _timed(fn, repeats: int) -> tuple[float, list[float], list[float]]:
+    """First-call wall seconds, then per repeat wall seconds and process CPU seconds (all threads;
+    on a shared machine the steadier of the two)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
-    return first, times
+        cpu.append(time.process_time() - c0)
+    return first, times, cpu
 
 
 def run_ours(args) -> dict:
@@ -55,11 +60,13 @@ def run_ours(args) -> dict:
     model.set_backend(args.backend)
     picked = model.kernel_tuning.describe() if model.kernel_tuning is not None else model.backend_name
     stages = []
-    first, _ = _timed(lambda: stages.append(stage_times(model, batch)), args.repeats)
+    first, _, _ = _timed(lambda: stages.append(stage_times(model, batch)), args.repeats)
     stages = stages[1:]
+    embeds, _ = model.embed_inputs(batch["input_ids"], batch["pixel_values"], batch.get("proprio"))
+    _, _, llm_cpu = _timed(lambda: model.llm(embeds, batch["attention_mask"]), args.repeats)
     return {"tokens": batch["input_ids"].shape[1], "first_s": first,
             "forward_s": median([sum(s.values()) for s in stages]), "llm_s": median([s["llm"] for s in stages]),
-            "backend": picked}
+            "llm_cpu_s": median(llm_cpu), "backend": picked}
 
 
 def _hf_model(args, ternary: bool):
@@ -94,8 +101,8 @@ def run_hf(args, ternary: bool) -> dict:
     model, t = _hf_model(args, ternary)
     tokens = dummy_inputs(preset(args.preset))["input_ids"].shape[1]
     embeds = (torch.randn(1, tokens, t.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.02).bfloat16()
-    first, times = _timed(lambda: model(inputs_embeds=embeds), args.repeats)
-    return {"tokens": tokens, "first_s": first, "llm_s": median(times), "forward_s": None}
+    first, times, cpu = _timed(lambda: model(inputs_embeds=embeds), args.repeats)
+    return {"tokens": tokens, "first_s": first, "llm_s": median(times), "llm_cpu_s": median(cpu), "forward_s": None}
 
 
 def child(args) -> None:
@@ -133,13 +140,13 @@ def main() -> None:
         if r.get("backend"):
             print(f"ours: {r['backend']}")
     ours = next((r for r in results if r["peer"] == "ours"), None)
-    print(f"\n{'peer':11s} {'tokens':>6s} {'LLM s':>8s} {'forward s':>10s} {'first call s':>13s} {'peak RSS MB':>12s}  "
-          "LLM time vs ours")
+    print(f"\n{'peer':11s} {'tokens':>6s} {'LLM s':>8s} {'LLM cpu-s':>10s} {'forward s':>10s} {'first call s':>13s} "
+          f"{'peak RSS MB':>12s}  LLM vs ours (wall, cpu-s)")
     for r in results:
         fwd = f"{r['forward_s']:.2f}" if r["forward_s"] is not None else "-"
-        ratio = f"{r['llm_s'] / ours['llm_s']:.2f}x" if ours else "-"
-        print(f"{r['peer']:11s} {r['tokens']:6d} {r['llm_s']:8.2f} {fwd:>10s} {r['first_s']:13.2f} "
-              f"{r['peak_rss_mb']:12.0f}  {ratio}")
+        ratio = f"{r['llm_s'] / ours['llm_s']:.2f}x, {r['llm_cpu_s'] / ours['llm_cpu_s']:.2f}x" if ours else "-"
+        print(f"{r['peer']:11s} {r['tokens']:6d} {r['llm_s']:8.2f} {r['llm_cpu_s']:10.2f} {fwd:>10s} "
+              f"{r['first_s']:13.2f} {r['peak_rss_mb']:12.0f}  {ratio}")
 
 
 if __name__ == "__main__":
