@@ -19,7 +19,7 @@ from bitvla_ros.train.settings import DistillConfig, TrainConfig
 def _cmd_info(args) -> int:
     import torch
 
-    from bitvla_ros.kernels import AUTO_ORDER, available_backends, backend_names, get_backend
+    from bitvla_ros.kernels import AUTO_ORDER, autotune, available_backends, backend_names, get_backend
     from bitvla_ros.kernels.registry import backend_reason
     from bitvla_ros.model.device import resolve_device
     from bitvla_ros.model.checkpoint import CheckpointError, checkpoint_format
@@ -62,6 +62,10 @@ def _cmd_info(args) -> int:
     print(f"backend '{args.backend}' -> {chosen} ({why}; auto order: {' > '.join(AUTO_ORDER)}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    tunings = autotune.cached()
+    print(f"cpu kernel autotune on this machine ({autotune.cache_path()}): "
+          + ("\n  ".join([""] + [t.describe() + f" [{t.workload}]" for t in tunings]) if tunings else
+             "not measured yet (the first `auto` load of a model on this CPU measures it)"))
     if args.model:
         stats = Path(args.model) / "dataset_statistics.json"
         keys = sorted(json.loads(stats.read_text())) if stats.is_file() else []

@@ -27,6 +27,8 @@ else:
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "torchinductor"))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+# The kernel autotuner's per-machine timings: inside the repo, not the user's cache.
+os.environ.setdefault("BITVLA_CACHE_DIR", str(REPO / ".cache" / "bitvla"))
 
 # test/reporting.py: the `report` fixture, printed in the terminal summary.
 pytest_plugins = ["reporting"]

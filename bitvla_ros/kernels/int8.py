@@ -78,8 +78,10 @@ def cuda_int8_status(index: int | None = None) -> tuple[bool, str]:
 class Int8Backend:
     name = "int8"
     devices = ("cpu", "cuda")
-    # On CPUs `_int_mm` is fast only with AVX-512 VNNI (and slower than the reference without it):
-    # `auto` takes it for CUDA tensors only; on a CPU it is there to be chosen by name.
+    # On CPUs `_int_mm` is fast only with VNNI or AMX (and slower than the reference without it):
+    # the static `auto` order takes it for CUDA tensors only; on a CPU the autotuner
+    # (kernels/autotune.py) times it against the cpu kernel on the model's shapes, or a user
+    # chooses it by name.
     auto_devices = ("cuda",)
 
     @staticmethod

@@ -18,12 +18,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bitvla_ros.kernels import autotune, heap
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.bitnet import BitNetModel
 from bitvla_ros.model.config import BitVLAConfig
 from bitvla_ros.model.embedding import QuantizedEmbedding
 from bitvla_ros.model.heads import L1ActionHead, ProprioProjector, Projector
 from bitvla_ros.model.vision import VisionEncoder
+
+# Text tokens of a chunk besides images and action slots: the prompt template and a ~12-word
+# instruction (626 tokens in all at full size, as bench/model.py's inputs).
+TYPICAL_TEXT_TOKENS = 58
 
 
 class BitVLA(nn.Module):
@@ -36,6 +41,7 @@ class BitVLA(nn.Module):
         self.llm = BitNetModel(config.text)
         self.proprio_projector = ProprioProjector(config.proprio_dim, h) if config.use_proprio else None
         self.action_head = L1ActionHead(h, config.action_dim, config.action_head_blocks)
+        self.kernel_tuning: autotune.Tuning | None = None  # set by set_backend('auto') on a CPU
 
     @property
     def dtype(self) -> torch.dtype:
@@ -159,6 +165,8 @@ class BitVLA(nn.Module):
             raise ValueError(f"embedding storage must be 'int8' or 'float', got {embedding!r}")
         if dtype is not None:
             cast_parameters(self, dtype)
+        if backend == "auto":
+            self.set_backend("auto")  # measured, now that the codes and dtype are final
         return self
 
     @classmethod
@@ -176,9 +184,35 @@ class BitVLA(nn.Module):
         return model
 
     def set_backend(self, name: str = "auto") -> None:
+        """The kernel backend of every packed layer. ``auto`` with the codes on the CPU times the
+        available backends on this model's shapes (or reads this machine's cached timings):
+        ``kernel_tuning`` keeps the choice and the figures behind it."""
+        self.kernel_tuning = None
+        if self.deployed and self.device_of_codes() == "cpu":
+            heap.keep_activation_pages()
+        if name == "auto" and self.deployed and self.device_of_codes() == "cpu" and autotune.enabled():
+            self.kernel_tuning = autotune.tune(self.kernel_workload(), dtype=self.dtype)
+            name = self.kernel_tuning.choice.backend
         for _, layer in self.ternary_layers():
             if layer.deployed:
                 layer.set_backend(name)
+
+    def device_of_codes(self) -> str:
+        return self.ternary_layers()[0][1].qweight.device.type
+
+    def kernel_workload(self) -> list[autotune.Workload]:
+        """The packed matmuls of one chunk: one layer per distinct (rows, in, out) shape, with how
+        many layers share it. Rows: the images' patches in the vision tower, those plus the
+        action slots and a typical instruction's text in the LLM."""
+        cfg = self.config
+        image_rows = cfg.num_images * cfg.vision.num_patches
+        rows = {"vision": image_rows, "llm": image_rows + cfg.num_action_slots + TYPICAL_TEXT_TOKENS}
+        groups: dict[tuple[int, int, int], list] = {}
+        for name, layer in self.ternary_layers():
+            r = rows.get(name.split(".")[0])
+            if r is not None and layer.deployed:
+                groups.setdefault((r, layer.in_features, layer.out_features), [layer.packed_weight(), 0])[1] += 1
+        return [autotune.Workload(r, w, n) for (r, _, _), (w, n) in groups.items()]
 
     @property
     def deployed(self) -> bool:
