@@ -406,6 +406,7 @@ class PolicyInterface:
         chosen = predictor.describe() if hasattr(predictor, "describe") else {}  # device, backend, forward: why
         values = {"model": self.model_label, "loading": self.loading, "last_load_error": self.last_load_error,
                   **{k: chosen.get(k) for k in ("device", "device_reason", "backend_reason", "forward")},
+                  "kernel_tuning": _tuning(predictor),
                   "dry_run": self.node.get_parameter("dry_run").value,
                   "control_rate_hz": self.runner.settings.control_rate_hz,
                   **{k: v for k, v in s.items() if k not in ("enabled", "rejected")},
@@ -428,6 +429,12 @@ class PolicyInterface:
             node.destroy_service(entity)
         node.destroy_publisher(self.command_pub)
         node.destroy_publisher(self.diag_pub)
+
+
+def _tuning(predictor) -> str:
+    """The CPU backend choice `auto` measured on this model's shapes, with its timings ('' if none)."""
+    tuning = getattr(getattr(predictor, "model", None), "kernel_tuning", None)
+    return tuning.describe() if tuning is not None else ""
 
 
 def declare_policy_parameters(node: Node) -> dict:
