@@ -19,7 +19,7 @@ TEST_ENV = log_dir=$$(mktemp -d -t bitvla-roslog.XXXXXX); trap 'rm -rf "$$log_di
 	export BITVLA_TEST_ENV=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	ROS_DOMAIN_ID=$(ROS_TEST_DOMAIN_ID) ROS_LOG_DIR="$$log_dir" \
 	TORCHINDUCTOR_CACHE_DIR="$(CURDIR)/.cache/torchinductor" \
-	TORCH_EXTENSIONS_DIR="$(CURDIR)/.cache/torch_extensions"; \
+	TORCH_EXTENSIONS_DIR="$(CURDIR)/.cache/torch_extensions" BITVLA_CACHE_DIR="$(CURDIR)/.cache/bitvla"; \
 	echo "ROS_DOMAIN_ID=$$ROS_DOMAIN_ID ROS_AUTOMATIC_DISCOVERY_RANGE=$$ROS_AUTOMATIC_DISCOVERY_RANGE";
 
 .PHONY: setup test bench demo clean

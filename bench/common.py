@@ -106,15 +106,41 @@ def dummy_inputs(config: BitVLAConfig, prompt_words: int = 12, seed: int = 0) ->
     return batch
 
 
-def time_calls(fn, repeats: int, warmup: int = 1) -> list[float]:
+def time_calls(fn, repeats: int, warmup: int = 1, device: torch.device | str | None = None,
+               before=None) -> list[float]:
+    """Seconds per fn() call. On a CUDA ``device``: GPU time between CUDA events recorded around
+    each call (the host does not wait in between); elsewhere wall time. ``before()`` runs ahead of
+    each timed call, outside the timing (e.g. an L2 flush)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
     for _ in range(warmup):
         fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        if before is not None:
+            before()
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
     return times
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
+    """p50 / p95 / max in milliseconds (None for no samples)."""
+    if not seconds:
+        return {"p50_ms": None, "p95_ms": None, "max_ms": None, "n": 0}
+    xs = sorted(seconds)
+    pick = lambda q: xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] * 1e3  # noqa: E731 - nearest rank
+    return {"p50_ms": pick(0.5), "p95_ms": pick(0.95), "max_ms": xs[-1] * 1e3, "n": len(xs)}
 
 
 def median(xs: list[float]) -> float:
@@ -136,17 +162,24 @@ def ros_isolation() -> None:
         os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
 
 
-def tiny_model_folder(directory: Path, seed: int = 0) -> Path:
-    """A packed tiny BitVLA folder (random weights, a tokenizer, statistics) for node benchmarks."""
+def random_model_folder(directory: Path, seed: int = 0, config: BitVLAConfig | None = None) -> Path:
+    """A packed BitVLA folder (random weights, a tokenizer, statistics) for node benchmarks: the
+    tiny model, or with ``config`` (e.g. bitvla_3b()) that size built directly in deploy form
+    (random packed codes, no float weight) at its own vocabulary size."""
     import numpy as np
 
     from bitvla_ros.model.checkpoint import save_packed
     from bitvla_ros.model.config import tiny, with_vocab
-    from bitvla_ros.model.tokenizer import build_tokenizer, save_tokenizer, token_ids, vocab_size
+    from bitvla_ros.model.tokenizer import SYSTEM_PROMPT, build_tokenizer, save_tokenizer, token_ids, vocab_size
 
-    tok = build_tokenizer(["put the bowl on the stove", "open the drawer"], vocab_size=300)
-    torch.manual_seed(seed)
-    model = BitVLA(with_vocab(tiny(), vocab_size(tok), token_ids(tok))).to_deploy("reference")
+    texts = ["put the bowl on the stove", "open the drawer"]
+    if config is None:
+        tok = build_tokenizer(texts, vocab_size=300)
+        torch.manual_seed(seed)
+        model = BitVLA(with_vocab(tiny(), vocab_size(tok), token_ids(tok))).to_deploy("reference")
+    else:  # the system prompt learnt too: about the published prompt's token count (~640 vs 626)
+        tok = build_tokenizer([SYSTEM_PROMPT, "User: ", "Assistant: ", *texts], vocab_size=1000)
+        model = random_deploy_model(with_vocab(config, config.text.vocab_size, token_ids(tok)), seed=seed)
     stat = lambda n: {k: v.tolist() for k, v in {"mean": np.zeros(n), "std": np.ones(n), "min": -np.ones(n),  # noqa: E731
                                                   "max": np.ones(n), "q01": -np.ones(n), "q99": np.ones(n)}.items()}
     stats = {"bench": {"action": stat(7) | {"mask": [True] * 6 + [False]}, "proprio": stat(8),

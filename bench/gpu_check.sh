@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# One prepared GPU check for the `cuda` backend (Triton W2A8) and the model, in one call of a few
-# minutes (each stage has its own timeout; the whole run stays under ~8 minutes):
+# One prepared GPU check of the deployment path (Triton W2A8 `cuda` backend, int8 fallback, CUDA
+# graphs, policy_node on the GPU), in one call of under ~9 minutes (each stage has its own timeout):
 #
-#   bash bench/gpu_check.sh            # on a machine with an NVIDIA GPU (sm80+)
-#   bash bench/gpu_check.sh --dry-run  # here, without a GPU: every stage at tiny sizes on the CPU
+#   bash bench/gpu_check.sh            # on a machine with an NVIDIA GPU (sm80+ for the Triton path)
+#   bash bench/gpu_check.sh --dry-run  # without a GPU: every stage at tiny sizes on the CPU
 #
-# Stages (each in its own process; a failure is printed and the next stage still runs):
+# Stages (each in its own process; a failure is printed and the next stage still runs; most
+# important first, so a short budget cuts the least useful):
 #   setup    pick a Python that imports torch + triton (prefers one that sees CUDA); only if none
 #            does: python3 -m venv .venv-gpu && pip install -r requirements.txt (may fail offline)
 #   compile  (no GPU only) compile every kernel variant for sm_90/sm_80 with triton's own ptxas
-#   env      nvidia-smi, torch/triton versions, capability, the backend's availability + self-check
-#   pytest   test/test_kernels_triton.py (compiled on the GPU; without one, the interpreter child)
-#   correct  bench/gpu_check.py correct: kernels vs reference at the real shapes (bit-exact)
-#   kernels  Triton W2A8 vs cuBLAS bf16 F.linear, N×K of BitVLA, M ∈ {1, 8, 64, 626}
-#   model    full-size BitVLA per 8-action chunk: eager and CUDA graph, peak memory, vs reference
+#   env      nvidia-smi, versions, what device/backend `auto` picks and why, the self-check
+#   correct  W2A8 (every kernel kind) and the int8 fallback vs the reference, bit for bit
+#   kernels  Triton W2A8 and int8 vs cuBLAS bf16 F.linear, N x K of BitVLA, M in {1, 8, 64, 626}
+#   model    full-size BitVLA per chunk: Triton, int8, dense bf16; eager and CUDA graph; peak memory
+#   node     policy_node over DDS on the full-size model (random packed weights), device/backend
+#            auto, then int8: e2e and inference p50/p95, host RSS peak, GPU memory
+#   report   gpu_check.json (all figures) and the table against the goals
+#   pytest   test/test_kernels_triton.py test/test_device_path.py (compiled on the GPU)
 #   sweep    alternative kernel configs per shape (for retuning), as long as time is left
-# Everything is logged to $OUT/gpu_check.log (else ./gpu_check_out/), plus JSON lines in
-# gpu_check_results.jsonl beside it. Without a GPU (and without --dry-run) it runs the
-# interpreter tests and the compile check, and exits 0 with a clear message.
+# Everything is logged to $OUT/gpu_check.log (else ./gpu_check_out/), the stages' JSON lines to
+# gpu_check_results.jsonl beside it (emptied at the start), the summary to gpu_check.json.
 
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -26,16 +29,17 @@ DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
 OUT_DIR="${OUT:-$REPO_DIR/gpu_check_out}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
+rm -f "$OUT_DIR/gpu_check_results.jsonl" "$OUT_DIR/gpu_check.json"  # one run's results only
 
 START=$(date +%s)
-BUDGET_S=${GPU_CHECK_BUDGET_S:-460}   # stop starting new stages after this many seconds
+BUDGET_S=${GPU_CHECK_BUDGET_S:-540}   # stop starting new stages after this many seconds
 SUMMARY=()
 
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -128,21 +132,22 @@ main() {
   export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONUNBUFFERED=1
   export OUT="$OUT_DIR"
-  # Tests that start rclpy (none in the files run here) must stay on localhost.
+  # Every rclpy process (the node stage, the node test) stays on localhost.
   export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 
   if (( HAS_GPU == 0 )); then
     echo
     echo "No CUDA GPU is visible to $PY: the GPU stages cannot run on this machine."
     if (( HAS_PYTEST )); then
-      run_stage pytest-interpreter 300 "$PY" -m pytest -q -p no:cacheprovider test/test_kernels_triton.py
+      run_stage pytest-interpreter 300 "$PY" -m pytest -q -p no:cacheprovider test/test_kernels_triton.py \
+        test/test_device_path.py
     fi
     # Ahead-of-time compile for sm_90/sm_80 with triton's bundled ptxas: catches what the
     # interpreter cannot (compiler errors, registers, spills, the PTX of the fp32 arithmetic).
     run_stage compile 240 env -u TRITON_INTERPRET "$PY" -m bitvla_ros.kernels.triton_compile_check
     if (( DRY_RUN )); then
       echo "--dry-run: exercising every stage at tiny sizes on the CPU (Triton interpreter; timings are meaningless)"
-      for st in env correct kernels model sweep; do
+      for st in env correct kernels model node sweep report; do
         run_stage "$st-dry" 240 "$PY" bench/gpu_check.py "$st" --dry-run
       done
     fi
@@ -151,23 +156,24 @@ main() {
     return 0
   fi
 
-  run_stage env 90 "$PY" bench/gpu_check.py env
-  local pytest_ok=0
+  run_stage env 45 "$PY" bench/gpu_check.py env
+  run_stage correct 45 "$PY" bench/gpu_check.py correct --reps 1
+  run_stage kernels 80 "$PY" bench/gpu_check.py kernels
+  run_stage model 130 "$PY" bench/gpu_check.py model
+  run_stage node 200 "$PY" bench/gpu_check.py node --seconds 15
+  run_stage report 20 "$PY" bench/gpu_check.py report
   if (( HAS_PYTEST )); then
     # -W default: report warnings instead of failing on them (this machine's torch/triton versions
     # may differ from the pinned ones and warn about things the project's own runs do not see).
-    run_stage pytest 150 "$PY" -m pytest -q -p no:cacheprovider -W default -rs test/test_kernels_triton.py
-    [[ "${SUMMARY[-1]}" == pytest:\ ok* ]] && pytest_ok=1
+    run_stage pytest 120 "$PY" -m pytest -q -p no:cacheprovider -W default -rs test/test_kernels_triton.py \
+      test/test_device_path.py
   else
     echo "pytest is not importable: skipping it; the 'correct' stage checks the kernels instead"
   fi
-  run_stage correct $(( pytest_ok ? 60 : 120 )) "$PY" bench/gpu_check.py correct --reps 1
-  run_stage kernels 110 "$PY" bench/gpu_check.py kernels
-  run_stage model 170 "$PY" bench/gpu_check.py model
   run_stage sweep 100 "$PY" bench/gpu_check.py sweep --reps 10
 
   printf '\n=== summary ===\n'; printf '%s\n' "${SUMMARY[@]}"
-  echo "gpu_check: total $(elapsed)s; log $LOG; results $OUT_DIR/gpu_check_results.jsonl"
+  echo "gpu_check: total $(elapsed)s; log $LOG; results $OUT_DIR/gpu_check.json (table above), $OUT_DIR/gpu_check_results.jsonl"
   return 0
 }
 

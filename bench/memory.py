@@ -4,9 +4,10 @@ Two ways to hold the model, each measured in a fresh process:
   in-memory  the deploy-form model built directly in anonymous memory (random packed codes);
   mmap       the same model saved as a packed folder and loaded with `load_packed`, which maps
              the file: pages are read when first touched (only prompt rows of the embedding).
-Reports RSS after import, after load, after one forward pass (reference kernels), and the peak.
+Reports RSS after import, after load, after one forward pass (with --backend's kernels; `auto`
+times the candidates first, or reads this machine's cache), and the peak.
 
-    .venv/bin/python bench/memory.py [--no-forward] [--keep DIR]
+    .venv/bin/python bench/memory.py [--no-forward] [--keep DIR] [--backend auto|cpu|reference|...]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(mode: str, folder: str, forward: bool) -> dict:
+def child(mode: str, folder: str, forward: bool, backend: str) -> dict:
     import torch
 
     from common import dummy_inputs, mapped_rss_mb, peak_rss_mb, random_deploy_model, rss_mb, rss_split_mb
@@ -38,7 +39,8 @@ def child(mode: str, folder: str, forward: bool) -> dict:
         save_packed(random_deploy_model(bitvla_3b()), folder)
         return {"write_s": time.perf_counter() - start}
     model = random_deploy_model(bitvla_3b()) if mode == "in-memory" else load_packed(folder, backend="reference")
-    model.set_backend("reference")
+    model.set_backend(backend)
+    out["backend"] = model.backend_name
     out.update(load=rss_mb(), load_s=time.perf_counter() - start)
     if forward:
         batch = dummy_inputs(model.config)
@@ -61,13 +63,14 @@ def run_child(*args: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="auto", help="kernel backend for the forward (default: auto)")
     p.add_argument("--no-forward", action="store_true", help="measure after load only (fast)")
     p.add_argument("--keep", help="write the packed folder here and keep it (default: a temp dir)")
     args = p.parse_args()
     if args.child:
-        mode, folder, forward = args.child
-        print(json.dumps(child(mode, folder, forward == "1")))
+        mode, folder, forward, backend = args.child
+        print(json.dumps(child(mode, folder, forward == "1", backend)))
         return
 
     sys.path.insert(0, str(HERE))
@@ -82,11 +85,11 @@ def main() -> None:
     forward = "0" if args.no_forward else "1"
     with tempfile.TemporaryDirectory(prefix="bitvla-mem-") as tmp:
         folder = args.keep or str(Path(tmp) / "packed")
-        results = {"in-memory": run_child("in-memory", folder, forward)}
-        written = run_child("write", folder, "0")
+        results = {"in-memory": run_child("in-memory", folder, forward, args.backend)}
+        written = run_child("write", folder, "0", args.backend)
         print(f"(wrote the packed folder in {written['write_s']:.0f} s: "
               f"{sum(f.stat().st_size for f in Path(folder).iterdir()) / 1e6:,.0f} MB)")
-        results["mmap"] = run_child("mmap", folder, forward)
+        results["mmap"] = run_child("mmap", folder, forward, args.backend)
     print()
     print(f"{'mode':10s} {'import':>8s} {'loaded':>8s} {'model':>8s} {'forward':>8s} {'peak':>8s} "
           f"{'vs bf16':>8s}  (MB resident)")
@@ -103,7 +106,7 @@ def main() -> None:
                   f"{r['anon'] - r['anon_import']:.0f} MB heap added since import = {attributable:.0f} MB")
         if "forward_s" in r:
             print(f"{'':10s} load {r['load_s']:.1f} s, one forward over {r['tokens']} tokens {r['forward_s']:.1f} s "
-                  f"(reference kernels), finite={r['finite']}")
+                  f"({r['backend']} kernels), finite={r['finite']}")
     print("\nresident = whole-process RSS (Python, torch and the model) after freed heap is returned to the "
           "OS (malloc_trim); 'model' = RSS added by loading; 'peak' = VmHWM, before any trim; "
           "'vs bf16' = bf16 master weight bytes / resident after the forward.")

@@ -2,9 +2,11 @@
 
 Builds the model directly in deploy form with random packed weights (no float ternary copy) and
 times the whole forward — two 224 px images through the vision tower, ~600 tokens through the
-LLM, the action head — plus its stages, as medians.
+LLM, the action head — plus its stages, as medians. "cpu-seconds" is the process's CPU time per
+chunk (all threads): on a shared machine, where wall time includes waiting for a core, it is
+the steadier figure to compare (wall ≈ cpu-seconds / threads when the cores are free).
 
-    .venv/bin/python bench/model.py [--preset bitvla-3b] [--backends reference,...] [--repeats 3]
+    .venv/bin/python bench/model.py [--preset bitvla-3b] [--backends auto,reference,...] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from bitvla_ros.model.config import preset
 
 
 def stage_times(model, batch) -> dict[str, float]:
-    """One forward split into vision (+projector), LLM and read-out/head."""
+    """One forward split into vision (+projector, embedding), LLM and read-out/head: the model's
+    own pieces of BitVLA.forward, timed one after the other."""
     t0 = time.perf_counter()
-    embeds, action_mask = model.embed_inputs(batch["input_ids"], batch["pixel_values"], batch.get("proprio"))
+    pos = model.token_positions(**batch)
+    embeds = model.embed_at(pos["input_ids"], pos["pixel_values"], pos["image_pos"], pos.get("proprio"),
+                            pos.get("proprio_pos"))
     t1 = time.perf_counter()
-    hidden = model.llm(embeds, batch["attention_mask"])
+    hidden = model.llm(embeds, pos["attention_mask"])
     t2 = time.perf_counter()
-    cfg = model.config
-    slots = action_mask.nonzero()[:, 1].view(1, cfg.num_action_slots)
-    idx = (slots - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-    model.action_head(hidden.gather(1, idx).reshape(1, cfg.action_chunk, -1))
+    model.read_out(hidden, pos["read_pos"])
     t3 = time.perf_counter()
     return {"vision+embed": t1 - t0, "llm": t2 - t1, "head": t3 - t2}
 
@@ -38,7 +40,8 @@ def stage_times(model, batch) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="bitvla-3b")
-    p.add_argument("--backends", default=",".join(available_backends()))
+    p.add_argument("--backends", default=",".join(["auto"] + available_backends()),
+                   help="'auto' times the candidates on the model's shapes (or reads this machine's cache)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
@@ -51,19 +54,27 @@ def main() -> None:
           f"{batch['input_ids'].shape[1]} tokens, {config.num_images} images; {threads()}")
     rows = []
     for backend in args.backends.split(","):
+        start = time.perf_counter()
         model.set_backend(backend)
+        if model.kernel_tuning is not None:
+            print(f"{model.kernel_tuning.describe()}; {time.perf_counter() - start:.1f} s")
         model(**batch)  # warm-up (and any one-time weight preparation)
-        totals, stages = [], []
+        totals, stages, cpu = [], [], []
         for _ in range(args.repeats):
+            c0 = time.process_time()
             s = stage_times(model, batch)
+            cpu.append(time.process_time() - c0)
             stages.append(s)
             totals.append(sum(s.values()))
-        rows.append((backend, median(totals), {k: median([s[k] for s in stages]) for k in stages[0]}))
+        rows.append((backend, median(totals), {k: median([s[k] for s in stages]) for k in stages[0]}
+                     | {"cpu-seconds": median(cpu)}))
     print(f"\n{'backend':12s} {'s/chunk':>9s}   stages (median s)")
     base = rows[0][1]
     for backend, total, st in rows:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in st.items())
         print(f"{backend:12s} {total:9.2f}   {parts}   ({base / total:.2f}x vs {rows[0][0]})")
+    fastest = min(rows, key=lambda r: r[1])
+    print(f"fastest: {fastest[0]}; " + ", ".join(f"{b} {t / fastest[1]:.3f}x its time" for b, t, _ in rows))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ It prints the CPU model, its ISA and the thread counts, so runs on different mac
 
     .venv/bin/python bench/ros_latency.py [--seconds 20] [--executors single_threaded,multi_threaded]
         [--model DIR] [--image-size 224] [--policy-threads N] [--execute-steps 8] [--prefetch-steps 0]
+        [--backend auto] [--device auto]
+
+``measure()`` is one such run as a function (bench/gpu_stages/node.py calls it on a GPU); it also
+reports the node's host RSS peak and, where nvidia-smi sees the process, its GPU memory.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ros_isolation, tiny_model_folder
+from common import random_model_folder, ros_isolation
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
@@ -52,6 +56,30 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _status_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _gpu_mb(pid: int) -> float | None:
+    """GPU memory nvidia-smi shows for ``pid`` (CUDA context included), or None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0] == str(pid):
+            return float(fields[1])
+    return None
+
+
 def percentiles(values, scale=1e3) -> str:
     if len(values) == 0:
         return "-"
@@ -59,7 +87,12 @@ def percentiles(values, scale=1e3) -> str:
     return f"{np.percentile(v, 50):.1f} / {np.percentile(v, 95):.1f} / {v.max():.1f}"
 
 
-def run_once(args, model: str, executor: str, workdir: Path) -> dict:
+def measure(model: str | None = None, backend: str = "auto", device: str = "auto", seconds: float = 20.0,
+            camera_hz: float = 30.0, joint_hz: float = 100.0, image_size: int = 224, policy_threads: int = 0,
+            executor: str = "single_threaded", control_rate: float = 0.0, execute_steps: int = 0,
+            prefetch_steps: int = 0, command_type: str = "joint_trajectory", load_timeout_s: float = 180.0,
+            workdir: Path | None = None, log=print) -> dict:
+    """Run policy_node on ``model`` (default: a tiny random one) for ``seconds`` after its first chunk."""
     import rclpy
     import yaml
     from diagnostic_msgs.msg import DiagnosticArray
@@ -70,14 +103,16 @@ def run_once(args, model: str, executor: str, workdir: Path) -> dict:
 
     from bitvla_ros.ros.conversions import rgb_to_image
 
-    stream = args.command_type == "float64_multiarray"
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="bitvla-latency-"))
+    model = model or str(random_model_folder(workdir / "model"))
+    stream = command_type == "float64_multiarray"
     params = {"bitvla_policy": {"ros__parameters": {
-        "model_path": model, "backend": args.backend, "image_topics": ["cam0", "cam1"],
+        "model_path": model, "backend": backend, "device": device, "image_topics": ["cam0", "cam1"],
         "proprio_names": [f"p{i}" for i in range(8)], "action_names": [f"a{i}" for i in range(7)],
         "start_enabled": True, "max_observation_age_s": 5.0, "diagnostics_rate_hz": 2.0,
-        "num_threads": args.policy_threads, "executor": executor, "stamp_mode": "observation",
-        "control_rate_hz": args.control_rate, "execute_steps": args.execute_steps,
-        "prefetch_steps": args.prefetch_steps, "command_type": args.command_type}}}
+        "num_threads": policy_threads, "executor": executor, "stamp_mode": "observation",
+        "control_rate_hz": control_rate, "execute_steps": execute_steps,
+        "prefetch_steps": prefetch_steps, "command_type": command_type}}}
     (workdir / f"params_{executor}.yaml").write_text(yaml.safe_dump(params))
     log = open(workdir / f"node_{executor}.log", "w")
     node_proc = subprocess.Popen([sys.executable, "-m", "bitvla_ros.ros.policy_node", "--ros-args",
@@ -106,7 +141,7 @@ def run_once(args, model: str, executor: str, workdir: Path) -> dict:
     joints = node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     node.create_publisher(String, "instruction", latched).publish(String(data="put the bowl on the stove"))
-    rgb = np.random.default_rng(0).integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
     frame = rgb_to_image(Image(), rgb)
 
     def publish_cameras():
@@ -119,22 +154,28 @@ def run_once(args, model: str, executor: str, workdir: Path) -> dict:
         js.header.stamp = clock.now().to_msg()
         joints.publish(js)
 
-    node.create_timer(1.0 / args.camera_hz, publish_cameras)
-    node.create_timer(1.0 / args.joint_hz, publish_joints)
+    node.create_timer(1.0 / camera_hz, publish_cameras)
+    node.create_timer(1.0 / joint_hz, publish_joints)
+    gpu_peak, first_chunk_s, first, rss_hwm_kb = None, None, [], None
     try:
         start = time.monotonic()
-        while time.monotonic() - start < 180 and not arrivals:  # model load and warm-up
-            rclpy.spin_once(node, timeout_sec=0.02)
+        while time.monotonic() - start < load_timeout_s and not arrivals and node_proc.poll() is None:
+            rclpy.spin_once(node, timeout_sec=0.02)  # model load and warm-up
+        first_chunk_s, first = (time.monotonic() - start if arrivals else None), latencies[:1]
         spin_until = time.monotonic() + 2.0  # settle
-        while time.monotonic() < spin_until:
+        while arrivals and time.monotonic() < spin_until:
             rclpy.spin_once(node, timeout_sec=0.02)
         latencies.clear()
         arrivals.clear()
         stamps.clear()
-        cpu0, start = process_cpu_s(node_proc.pid), time.monotonic()
-        while time.monotonic() - start < args.seconds:
+        cpu0, start, sampled = process_cpu_s(node_proc.pid), time.monotonic(), 0.0
+        while first_chunk_s is not None and time.monotonic() - start < seconds:
             rclpy.spin_once(node, timeout_sec=0.02)
+            if time.monotonic() - sampled >= 1.0:
+                sampled, mb = time.monotonic(), _gpu_mb(node_proc.pid)
+                gpu_peak = mb if gpu_peak is None or (mb is not None and mb > gpu_peak) else gpu_peak
         wall, cpu = time.monotonic() - start, process_cpu_s(node_proc.pid) - cpu0
+        rss_hwm_kb = _status_kb(node_proc.pid, "VmHWM")
         window = {"arrivals": list(arrivals), "latencies": list(latencies), "stamps": list(stamps)}
         final = time.monotonic() + 1.5  # one more diagnostics status covering the window
         while time.monotonic() < final:
@@ -149,13 +190,24 @@ def run_once(args, model: str, executor: str, workdir: Path) -> dict:
         rclpy.shutdown()
     arrivals, latencies, stamps = window["arrivals"], window["latencies"], window["stamps"]
     if not arrivals:
-        raise SystemExit(f"no command arrived; node log: {workdir / f'node_{executor}.log'}")
-    period = 1.0 / float(diag.get("control_rate_hz") or args.control_rate or 20.0)
-    execute = int(diag.get("execute_steps") or args.execute_steps or 8)
-    requested = 1.0 / ((execute - args.prefetch_steps) * period)
+        log_path = workdir / f"node_{executor}.log"
+        raise RuntimeError(f"no command arrived; node log {log_path}:\n{log_path.read_text()[-3000:]}")
+    period = 1.0 / float(diag.get("control_rate_hz") or control_rate or 20.0)
+    execute = int(diag.get("execute_steps") or execute_steps or 8)
+    requested = 1.0 / ((execute - prefetch_steps) * period)
     chunks = int(diag.get("chunks_published", 0)) if stream else len(arrivals)
     f = lambda k: float(diag[k]) * 1e3 if diag.get(k) else float("nan")  # noqa: E731
+    ms = np.array(latencies) * 1e3
     return {
+        "model": model, "image_size": image_size, "camera_hz": camera_hz, "joint_hz": joint_hz,
+        "first_chunk_after_start_s": first_chunk_s,
+        "first_chunk_e2e_ms": first[0] * 1e3 if first else None,  # a new prompt length is captured here on a GPU
+        "e2e_p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "e2e_max_ms": float(ms.max()) if len(ms) else None,
+        "inference_p50_ms": f("latency_p50_s"), "inference_p95_ms": f("latency_p95_s"),
+        "host_rss_peak_mb": None if rss_hwm_kb is None else rss_hwm_kb / 1024,
+        "gpu_memory_peak_mb_nvidia_smi": gpu_peak,
+        **{k: diag.get(k) for k in ("device", "forward", "device_reason", "backend_reason")},
         "executor": executor, "seconds": wall, "chunks": len(arrivals) if not stream else None,
         "achieved_chunks_per_s": (len(arrivals) / wall) if not stream else None,
         "requested_chunks_per_s": requested,
@@ -178,6 +230,7 @@ def main() -> None:
     p.add_argument("--executors", default="single_threaded", help="comma-separated: single_threaded, "
                    "multi_threaded (each measured in turn)")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto")
     p.add_argument("--model", help="model folder (default: a tiny random model)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--policy-threads", type=int, default=0, help="policy_node num_threads (0 = one per core)")
@@ -191,11 +244,13 @@ def main() -> None:
     import torch
 
     tmp = Path(tempfile.mkdtemp(prefix="bitvla-latency-"))
-    model = args.model or str(tiny_model_folder(tmp / "model"))
-    rows = [run_once(args, model, name, tmp) for name in args.executors.split(",")]
+    model = args.model or str(random_model_folder(tmp / "model"))
+    rows = [measure(model, args.backend, args.device, args.seconds, args.camera_hz, args.joint_hz, args.image_size,
+                    args.policy_threads, name, args.control_rate, args.execute_steps, args.prefetch_steps,
+                    args.command_type, workdir=tmp) for name in args.executors.split(",")]
     print(f"policy_node over DDS: {'tiny random model' if not args.model else args.model}, two {args.image_size}px "
           f"cameras at {args.camera_hz:.0f} Hz, joint states at {args.joint_hz:.0f} Hz, {args.command_type}, "
-          f"backend {rows[0]['backend']}")
+          f"backend {rows[0]['backend']}, device {rows[0]['device']}")
     print(f"CPU: {cpu_description()}; node torch threads {args.policy_threads or torch.get_num_threads()}")
     for r in rows:
         tick = "/".join(f"{v:.1f}" for v in r["tick_ms_p50_p95_max"])

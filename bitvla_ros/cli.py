@@ -1,4 +1,4 @@
-"""The `bitvla` command: info, convert, train, distill, record, eval, compare, ask, demo.
+"""The `bitvla` command: info, convert, train, distill, record, eval, compare, demo, dataset, import-bag, ask.
 
 Each subcommand imports what it runs only when it runs, so `bitvla --help` stays quick. The flags
 of train and distill are derived from their settings dataclasses (bitvla_ros/train/settings.py).
@@ -19,7 +19,9 @@ from bitvla_ros.train.settings import DistillConfig, TrainConfig
 def _cmd_info(args) -> int:
     import torch
 
-    from bitvla_ros.kernels import AUTO_ORDER, available_backends, backend_names, get_backend
+    from bitvla_ros.kernels import AUTO_ORDER, autotune, available_backends, backend_names, get_backend
+    from bitvla_ros.kernels.registry import backend_reason
+    from bitvla_ros.model.device import resolve_device
     from bitvla_ros.model.checkpoint import CheckpointError, checkpoint_format
     from bitvla_ros.model.config import BitVLAConfig, ConfigError, preset
     from bitvla_ros.model.inventory import format_inventory, inventory
@@ -47,11 +49,23 @@ def _cmd_info(args) -> int:
     print(format_inventory(inventory(config, embedding=args.embedding)))
     print(f"(packed: ternary linears at 2 bits + an fp32 scale each, token embedding {args.embedding}, rest bf16)")
     print()
-    chosen = get_backend(args.backend).name
-    print(f"kernel backends: {', '.join(backend_names())}; available here: {', '.join(available_backends())}")
-    print(f"backend '{args.backend}' -> {chosen} (auto order: {' > '.join(AUTO_ORDER)}); "
+    try:
+        device = resolve_device(args.device)
+        chosen = get_backend(args.backend, device.device).name
+        why = backend_reason(args.backend, device.device)
+    except (ValueError, RuntimeError) as e:  # incl. DeviceError
+        print(f"bitvla info: {e}", file=sys.stderr)
+        return 2
+    print(f"kernel backends: {', '.join(backend_names())}; available on {device.device.type}: "
+          f"{', '.join(available_backends(device.device))}")
+    print(f"device '{args.device}' -> {device.device} ({device.reason})")
+    print(f"backend '{args.backend}' -> {chosen} ({why}; auto order: {' > '.join(AUTO_ORDER)}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    tunings = autotune.cached()
+    print(f"cpu kernel autotune on this machine ({autotune.cache_path()}): "
+          + ("\n  ".join([""] + [t.describe() + f" [{t.workload}]" for t in tunings]) if tunings else
+             "not measured yet (the first `auto` load of a model on this CPU measures it)"))
     if args.model:
         stats = Path(args.model) / "dataset_statistics.json"
         keys = sorted(json.loads(stats.read_text())) if stats.is_file() else []
@@ -100,42 +114,148 @@ def _cmd_distill(args) -> int:
     return _run_settings("distill", distill, DistillConfig, args)
 
 
-def _tasks(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"tasks must be comma-separated task ids like 1,4,9, got {text!r}") from None
+def _ids(what: str, example: str):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated integers like {example}, got {text!r}")
+        return values
+    return parse
+
+
+_tasks = _ids("tasks", "1,4,9")
+_seeds = _ids("env seeds", "1,2")
+
+
+def _init_states(specs: list[str] | None) -> tuple[list[int] | None, dict[int, list[int]]]:
+    """--init-states values: "RANGES" for every task, "TASK=RANGES" for one (bitvla_ros/sim/splits.py)."""
+    from bitvla_ros.sim.splits import parse_ranges
+
+    common, per_task = None, {}
+    for spec in specs or []:
+        task, sep, ranges = spec.rpartition("=")
+        if not sep:
+            common = parse_ranges(ranges)
+        elif task.strip().isdigit():
+            per_task[int(task)] = parse_ranges(ranges)
+        else:
+            raise ValueError(f"expected --init-states RANGES or TASK=RANGES (e.g. 0-34 or 9=0-20), got {spec!r}")
+    return common, per_task
 
 
 def _cmd_record(args) -> int:
+    from bitvla_ros.ros.record import RecordConfig
+
+    try:
+        common, per_task = _init_states(args.init_states)
+        cfg = RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
+                           init_start=args.init_start, init_states=common, task_init_states=per_task,
+                           seeds=args.seeds, image_size=args.image_size, repeats=args.repeats,
+                           dart_noise=args.dart_noise, dart_correlation=args.dart_correlation,
+                           noise_seed=args.noise_seed, allow_eval_states=args.allow_eval_states,
+                           layout=args.layout, video=not args.no_video)
+    except ValueError as e:
+        print(f"bitvla record: {e}", file=sys.stderr)
+        return 2
     from bitvla_ros.ros.ros_env import isolate
 
     isolate(args.ros_domain_id)
-    from bitvla_ros.ros.record import RecordConfig, run_recording
+    from bitvla_ros.ros.record import run_recording
 
-    run_recording(RecordConfig(output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
-                               init_start=args.init_start, seed=args.seed, image_size=args.image_size))
+    run_recording(cfg)
     return 0
 
 
+def _eval_config(args, **overrides):
+    from bitvla_ros.ros.evaluate import EvalConfig
+
+    fields = dict(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks, episodes=args.episodes,
+                  init_start=args.init_start, seeds=args.seeds, split=args.split, backend=args.backend,
+                  device=args.device,
+                  image_size=args.image_size, unnorm_key=args.unnorm_key, max_steps=args.max_steps,
+                  in_process=args.in_process, policy_threads=args.policy_threads)
+    return EvalConfig(**{**fields, **overrides})
+
+
+def execute_steps_for(model, given: int | None = None) -> int:
+    """An explicit --execute-steps, else the model's runtime.json, else the whole chunk (8)."""
+    from bitvla_ros.model.runtime import RuntimeSettings
+    from bitvla_ros.ros.evaluate import EvalConfig
+
+    return given or RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps
+
+
 def _cmd_eval(args) -> int:
+    from bitvla_ros.model.normalize import NormStatsError
     from bitvla_ros.ros.ros_env import isolate
 
-    if not args.in_process:
-        isolate(args.ros_domain_id)
-    from bitvla_ros.model.normalize import NormStatsError
-    from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
-
     try:
-        run_evaluation(EvalConfig(model=args.model, output=args.output, suite=args.suite, tasks=args.tasks,
-                                  episodes=args.episodes, init_start=args.init_start, seed=args.seed,
-                                  backend=args.backend, image_size=args.image_size, unnorm_key=args.unnorm_key,
-                                  max_steps=args.max_steps, video=not args.no_video, protocol=args.protocol,
-                                  in_process=args.in_process, policy_threads=args.policy_threads,
-                                  execute_steps=args.execute_steps))
+        cfg = _eval_config(args, video=not args.no_video, protocol=args.protocol,
+                           execute_steps=execute_steps_for(args.model, args.execute_steps))
+        if not args.in_process:
+            isolate(args.ros_domain_id)
+        from bitvla_ros.ros.evaluate import run_evaluation
+
+        run_evaluation(cfg)
     except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
         print(f"bitvla eval: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cmd_select(args) -> int:
+    from dataclasses import asdict, replace
+
+    from bitvla_ros.model.normalize import NormStatsError
+    from bitvla_ros.ros.ros_env import isolate
+    from bitvla_ros.sim import selection as sel
+    from bitvla_ros.sim.evaluation import grouped_rate_chart
+    from bitvla_ros.sim.splits import TEST_SEEDS, VALIDATION_SEEDS, describe, parse_ranges
+
+    out = Path(args.output).expanduser()
+    try:
+        split = args.split or (None if args.init_start is not None or args.episodes is not None else "validation")
+        cands = sel.candidates(args.model, args.execute_steps)
+        configs = [_eval_config(args, model=c.model, output=str(out / "candidates" / c.label.replace("/", "_")),
+                                split=split, seeds=args.seeds or list(VALIDATION_SEEDS), video=args.video,
+                                execute_steps=c.execute_steps) for c in cands]
+        sel.check_held_out(configs[0].init_states, configs[0].seeds, parse_ranges(args.test_states),
+                           args.test_seeds or list(TEST_SEEDS))
+        if not args.in_process:
+            isolate(args.ros_domain_id)
+        from bitvla_ros.ros.evaluate import run_evaluation
+
+        print(f"bitvla select: {len(cands)} candidates on init states {describe(configs[0].init_states)}, "
+              f"env seeds {configs[0].seeds}")
+        runs = {}
+        for c, cfg in zip(cands, configs):
+            results = Path(cfg.output) / "results.json"
+            if sel.reusable(results, asdict(cfg)):
+                print(f"{c.label}: evaluated alike before, reusing {results}")
+                runs[c.label] = json.loads(results.read_text())
+            else:
+                print(f"{c.label}: {c.model}, execute_steps {c.execute_steps}")
+                runs[c.label] = run_evaluation(cfg)
+    except (RuntimeError, TimeoutError, ValueError, NormStatsError, FileNotFoundError) as e:  # incl. CheckpointError
+        print(f"bitvla select: {e}", file=sys.stderr)
+        return 2
+    chosen = sel.selection(cands, runs)
+    (out / "selection.json").write_text(json.dumps(chosen, indent=2) + "\n")
+    grouped_rate_chart(chosen["per_task"], out / "selection.png",
+                       f"bitvla select: init states {describe(configs[0].init_states)}, "
+                       f"seeds {', '.join(map(str, configs[0].seeds))}")
+    print("\n" + sel.format_selection(chosen))
+    c = chosen["chosen"]
+    print(f"\nchosen: {c['model']} with execute_steps {c['execute_steps']} ({sel.RULE}); "
+          f"{out / 'selection.json'}, {out / 'selection.png'}")
+    if args.apply:
+        from bitvla_ros.model.runtime import RuntimeSettings
+
+        path = replace(RuntimeSettings.load(c["model"]), execute_steps=c["execute_steps"]).save(c["model"])
+        print(f"execute_steps {c['execute_steps']} written to {path}: policy_node and bitvla demo run it so")
     return 0
 
 
@@ -168,7 +288,6 @@ def _cmd_demo(args) -> int:
         return 2
     demo = json.loads(card.read_text()) if card.is_file() else {}
     isolate(args.ros_domain_id)
-    from bitvla_ros.model.runtime import RuntimeSettings
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     tasks = args.tasks or demo.get("tasks", [1])
@@ -178,8 +297,9 @@ def _cmd_demo(args) -> int:
         result = run_evaluation(EvalConfig(
             model=str(model), output=args.output, suite=demo.get("suite", "libero_goal"), tasks=tasks,
             episodes=args.episodes, init_start=demo.get("eval_init_start", 40) + args.offset,
-            seed=demo.get("eval_seed", 1), backend=args.backend, image_size=demo.get("sim_image_size", 128),
-            execute_steps=RuntimeSettings.load(model).execute_steps or EvalConfig.execute_steps))
+            seeds=[demo.get("eval_seed", 1)], backend=args.backend, device=args.device,
+            image_size=demo.get("sim_image_size", 128),
+            execute_steps=execute_steps_for(model)))
     except (RuntimeError, TimeoutError) as e:
         print(f"bitvla demo: {e}", file=sys.stderr)
         return 2
@@ -233,14 +353,77 @@ def _cmd_ask(args) -> int:
     return 0
 
 
+def _cmd_dataset(args) -> int:
+    from bitvla_ros.data import DatasetError, EpisodeDataset
+    from bitvla_ros.data.tools import convert, describe
+
+    try:
+        if args.verb == "info":
+            print(describe(EpisodeDataset(args.root)))
+            return 0
+        result = convert(args.src, args.dst, video=not args.no_video)
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"bitvla dataset {args.verb}: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst} (LeRobot v3.0): {result['episodes']} episodes, {result['frames']} frames in "
+          f"{result['seconds']:.1f} s")
+    return 0
+
+
+def _cmd_import_bag(args) -> int:
+    from bitvla_ros.data import DatasetError
+    from bitvla_ros.ros.bag_import import BagError, import_bags, read_params_file
+
+    try:
+        params = read_params_file(args.params_file) if args.params_file else {}
+        overrides = {"dataset_dir": args.output, "image_topics": args.image_topics, "action_topic": args.action_topic,
+                     "sample_mode": args.sample_mode, "record_rate_hz": args.rate, "episode_topic": args.episode_topic,
+                     "proprio_names": args.proprio_names, "action_names": args.action_names}
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        if args.no_video:
+            params["video"] = False
+        result = import_bags(args.bags, params, split=args.split, gap_s=args.gap_s, instruction=args.instruction,
+                             instruction_topic=args.instruction_topic, joint_states_topic=args.joint_states_topic)
+    except (BagError, DatasetError, ValueError, RuntimeError, OSError) as e:
+        print(f"bitvla import-bag: {e}", file=sys.stderr)
+        return 2
+    skipped = ", ".join(f"{k} {v}" for k, v in result.skipped.items() if v) or "none"
+    print(f"imported {len(result.episodes)} episodes, {result.frames} frames from {len(args.bags)} bag(s) into "
+          f"{args.output} in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.0f} frames/s, "
+          f"{result.messages} messages); discarded {result.discarded}; skipped: {skipped}")
+    return 0 if result.episodes else 2
+
+
 def _sim_arguments(p: argparse.ArgumentParser, init_start: int, seed: int, episodes: int) -> None:
     p.add_argument("--suite", default="libero_goal", help="LIBERO suite")
     p.add_argument("--tasks", type=_tasks, default=[1], help="comma-separated task ids of the suite, e.g. 1,4,9")
     p.add_argument("--episodes", type=int, default=episodes, help="episodes per task")
     p.add_argument("--init-start", type=int, default=init_start, help="first LIBERO init state (then consecutive)")
-    p.add_argument("--seed", type=int, default=seed, help="env seed")
+    p.add_argument("--seeds", type=_seeds, default=[seed], help="env seeds, e.g. 1,2: each runs every init state")
+    p.add_argument("--seed", dest="seeds", type=_seeds, help="one env seed (same as --seeds N)")
     p.add_argument("--image-size", type=int, default=128, help="camera resolution of the sim")
     p.add_argument("--ros-domain-id", type=int, default=None, help="ROS domain (default: a random one)")
+
+
+_DEVICE_HELP = "where the policy runs: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N"
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    """Episodes and policy options shared by eval and select; unset ones take the protocol's defaults
+    (bitvla_ros/ros/evaluate.py)."""
+    _sim_arguments(p, init_start=40, seed=1, episodes=10)
+    p.set_defaults(tasks=None, episodes=None, init_start=None, seeds=None, image_size=None)
+    p.add_argument("--split", choices=["train", "validation", "val", "test"],
+                   help="init states of a split (train 0-34, validation 35-39, test 40-49) instead of "
+                        "--init-start/--episodes")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--unnorm-key", default="")
+    p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
+    p.add_argument("--policy-threads", type=int, default=1,
+                   help="torch threads of the policy process (default 1: the sim renders on another core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--preset", default="bitvla-3b", help="a built-in size (bitvla-3b, tiny)")
     src.add_argument("--model", help="a model folder (published master weights or packed)")
     info.add_argument("--backend", default="auto", help="kernel backend to resolve (default: auto)")
+    info.add_argument("--device", default="auto", help=_DEVICE_HELP)
     info.add_argument("--embedding", default="int8", choices=["int8", "float"], help="embedding storage when packed")
     info.set_defaults(func=_cmd_info)
 
@@ -279,31 +463,60 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("record", help="scripted-expert demonstrations in LIBERO, recorded over ROS 2",
                          description="sim_node (expert) + recorder_node over DDS; failed episodes are discarded.")
     rec.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
-    _sim_arguments(rec, init_start=0, seed=0, episodes=40)
+    rec.add_argument("--layout", default="v3.0", choices=["v3.0", "v2.1"], help="dataset layout (LeRobot reads v3.0)")
+    rec.add_argument("--no-video", action="store_true", help="v3.0: images inside the parquet files, not MP4")
+    _sim_arguments(rec, init_start=0, seed=0, episodes=35)
+    rec.set_defaults(episodes=None, init_start=None)  # neither given: the train split, init states 0-34
+    rec.add_argument("--init-states", action="append", metavar="[TASK=]RANGES",
+                     help="init states to record, e.g. 0-34 or 0-9,20-34 (every task) or 9=0-20 (task 9 only); "
+                          "repeatable; default: the train split 0-34. Validation (35-39) and test (40-49) states "
+                          "are refused")
+    rec.add_argument("--allow-eval-states", action="store_true",
+                     help="record on validation/test init states or test seeds anyway (no figure on them is "
+                          "then held out)")
+    rec.add_argument("--repeats", type=int, default=1, help="episodes per init state and seed (needs --dart-noise)")
+    rec.add_argument("--dart-noise", type=float, default=0.0, metavar="SIGMA",
+                     help="DART recovery demos: Gaussian noise of this std on the expert's executed arm actions "
+                          "(env units: 1 = 5 cm / 0.5 rad per step; docs/default_model.md uses 0.1 and 0.2); "
+                          "the clean action is recorded")
+    rec.add_argument("--dart-correlation", type=float, default=0.0,
+                     help="AR(1) coefficient of that noise between steps (0 = independent, as in DART)")
+    rec.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (repeat r uses seed + r)")
     rec.set_defaults(func=_cmd_record)
 
     ev = sub.add_parser("eval", help="evaluate a model in LIBERO through sim_node + policy_node (lockstep)",
-                        description="Success per task with a 95%% interval, latency, MP4s and a bar chart.")
+                        description="Success per task with a 95%% interval, per env seed and pooled, latency, MP4s "
+                                    "and a bar chart.")
     ev.add_argument("--model", required=True, help="model folder")
     ev.add_argument("--output", required=True, help="results folder")
-    _sim_arguments(ev, init_start=40, seed=1, episodes=10)
-    # Unset sim arguments take the protocol's defaults (bitvla_ros/ros/evaluate.py).
-    ev.set_defaults(tasks=None, episodes=None, init_start=None, seed=None, image_size=None)
+    _eval_arguments(ev)
     ev.add_argument("--protocol", default="ros", choices=["ros", "libero"],
                     help="ros: held-out init states 40+, 128 px, 10 episodes of task 1 by default; libero: the "
                          "published BitVLA eval (all tasks, 50 trials from init state 0, 256 px, JPEG + Lanczos + "
                          "center crop, seeds 0/7, unnorm key = suite)")
-    ev.add_argument("--in-process", action="store_true",
-                    help="run the episodes in this process without ROS (LiberoEnv + the model directly)")
-    ev.add_argument("--backend", default="auto")
-    ev.add_argument("--unnorm-key", default="")
-    ev.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     ev.add_argument("--no-video", action="store_true")
-    ev.add_argument("--execute-steps", type=int, default=8,
-                    help="actions of each chunk executed open loop before re-planning (the published eval: 8)")
-    ev.add_argument("--policy-threads", type=int, default=1,
-                    help="torch threads of the policy process (default 1: the sim renders on another core)")
+    ev.add_argument("--execute-steps", type=int, default=None,
+                    help="actions of each chunk executed open loop before re-planning (default: the model's "
+                         "runtime.json, else 8 as the published eval)")
     ev.set_defaults(func=_cmd_eval)
+
+    se = sub.add_parser("select", help="choose checkpoint and execute_steps on validation init states",
+                        description="Evaluates every --model x --execute-steps candidate with `bitvla eval` on the "
+                                    "validation states (35-39) and seeds (0,3) and keeps the one with the most pooled "
+                                    "successes (ties: the first listed). Refuses states or seeds that overlap the "
+                                    "test ones. Candidates already evaluated alike in --output are reused.")
+    se.add_argument("--model", required=True, action="append",
+                    help="model folder or training checkpoint (runs/x/checkpoints/step_N); repeat for several")
+    se.add_argument("--output", required=True, help="folder for selection.json, selection.png, candidates/")
+    _eval_arguments(se)
+    se.add_argument("--execute-steps", type=_ids("execute steps", "2,4,8"), default=[8],
+                    help="comma-separated values to try, e.g. 2,4,8")
+    se.add_argument("--test-states", default="40-49", help="init states reported on, never selected on")
+    se.add_argument("--test-seeds", type=_seeds, default=None, help="env seeds reported on (default 1,2)")
+    se.add_argument("--video", action="store_true", help="write an MP4 per episode (off: selection is for numbers)")
+    se.add_argument("--apply", action="store_true",
+                    help="write the chosen execute_steps into the chosen model folder's runtime.json")
+    se.set_defaults(func=_cmd_select)
 
     cp = sub.add_parser("compare", help="several `bitvla eval` results side by side, each tested against the first",
                         description="Success per task for each run with 95%% Wilson intervals, and the two-sided "
@@ -339,8 +552,41 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--episodes", type=int, default=1, help="episodes per task")
     dm.add_argument("--offset", type=int, default=0, help="start this many init states into the held-out ones")
     dm.add_argument("--backend", default="auto")
+    dm.add_argument("--device", default="auto", help=_DEVICE_HELP)
     dm.add_argument("--ros-domain-id", type=int, default=None)
     dm.set_defaults(func=_cmd_demo)
+    ds = sub.add_parser("dataset", help="inspect a dataset, or convert one to LeRobot v3.0")
+    verbs = ds.add_subparsers(dest="verb", required=True)
+    di = verbs.add_parser("info", help="episodes, frames, fps, features and tasks of a dataset (v3.0 or v2.1)")
+    di.add_argument("root", help="dataset folder")
+    dc = verbs.add_parser("convert", help="copy a dataset (v2.1 or v3.0) into a new LeRobot v3.0 dataset")
+    dc.add_argument("src", help="dataset folder to read")
+    dc.add_argument("dst", help="new folder for the v3.0 dataset")
+    dc.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ds.set_defaults(func=_cmd_dataset)
+
+    ib = sub.add_parser("import-bag", help="rosbag2 recordings (MCAP or sqlite3) -> a dataset, paired as recorder_node",
+                        description="Replays the bags into recorder_node's pairing (rate or action mode) and writes "
+                                    "a dataset (LeRobot v3.0 by default). Settings: --params-file (as recorder_node "
+                                    "takes, e.g. config/recorder.yaml), then the options here.")
+    ib.add_argument("bags", nargs="+", help="bag folders (with metadata.yaml)")
+    ib.add_argument("--output", required=True, help="dataset folder (appended to if it exists)")
+    ib.add_argument("--params-file", help="recorder_node parameters (ROS params YAML)")
+    ib.add_argument("--split", default="bag", choices=["bag", "gap", "topic"],
+                    help="episodes: one per bag, cut at silences of the action topic, or by the episode topic")
+    ib.add_argument("--gap-s", type=float, default=1.0, help="--split gap: silence that ends an episode (s)")
+    ib.add_argument("--instruction", help="the task in words (default: the bag's instruction topic)")
+    ib.add_argument("--instruction-topic", default="instruction", help="std_msgs/String topic of the instruction")
+    ib.add_argument("--joint-states-topic", default="joint_states", help="sensor_msgs/JointState topic")
+    ib.add_argument("--image-topics", nargs="+", help="camera topics ('/compressed' = CompressedImage)")
+    ib.add_argument("--action-topic", help="the commands' topic")
+    ib.add_argument("--episode-topic", help="--split topic: std_msgs/String start / stop / discard")
+    ib.add_argument("--proprio-names", nargs="+", help="joints of joint_states stored as observation.state")
+    ib.add_argument("--action-names", nargs="+", help="action dimensions in order")
+    ib.add_argument("--sample-mode", choices=["rate", "action"], help="rate (a frame every 1/rate s) or action")
+    ib.add_argument("--rate", type=float, help="frames per second in rate mode (the dataset fps)")
+    ib.add_argument("--no-video", action="store_true", help="images inside the parquet files, not MP4")
+    ib.set_defaults(func=_cmd_import_bag)
     return p
 
 

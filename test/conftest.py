@@ -27,12 +27,23 @@ else:
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "torchinductor"))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+# The kernel autotuner's per-machine timings: inside the repo, not the user's cache.
+os.environ.setdefault("BITVLA_CACHE_DIR", str(REPO / ".cache" / "bitvla"))
 
 # test/reporting.py: the `report` fixture, printed in the terminal summary.
 pytest_plugins = ["reporting"]
 
 if "rclpy" in sys.modules:  # a plugin got there first; rcl may have read the environment already
     raise RuntimeError("rclpy was imported before test/conftest.py set the ROS test environment")
+
+# Loading triton's native library after MuJoCo's EGL rendering has started crashes the process
+# (SIGSEGV in `import triton`), and torch imports triton on its first dynamo use (a device
+# context, torch.compile). LIBERO tests render; tests after them in the same process may be the
+# first to touch dynamo. Load it now, before any rendering, so the suite does not depend on order.
+try:
+    import torch._dynamo  # noqa: E402,F401
+except ImportError:
+    pass
 
 
 def pytest_unconfigure(config):

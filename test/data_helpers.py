@@ -1,7 +1,7 @@
 """Shared pieces of the dataset tests: deterministic episodes, a small writer, meta checks.
 
-Run as a script it is the crash child: `python data_helpers.py MODE ROOT` writes two episodes,
-starts a third and pauses at the point MODE names (printing PAUSED), waiting to be killed.
+Run as a script it is the crash child: `python data_helpers.py MODE ROOT [LAYOUT]` writes two
+episodes, starts a third and pauses at the point MODE names (printing PAUSED), waiting to be killed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bitvla_ros.data import DatasetWriter, rebuild_meta  # noqa: E402
+from bitvla_ros.data import DatasetWriter, DatasetWriterV21, rebuild_meta  # noqa: E402
 
 CAMERAS = ["agentview", "wrist"]
 STATE_NAMES = [f"joint{i}" for i in range(7)] + ["gripper_pos"]
@@ -43,10 +43,25 @@ def episode(seed: int, length: int) -> list[tuple[dict, np.ndarray, np.ndarray]]
     return frames
 
 
-def make_writer(root, **kw) -> DatasetWriter:
+def no_space(where=lambda dst: True):
+    """An os.replace that fails with ENOSPC for the destinations ``where`` picks."""
+    import errno
+    real = os.replace
+
+    def replace(src, dst):
+        if where(str(dst)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+
+    return replace
+
+
+def make_writer(root, layout: str = "v2.1", **kw):
+    """A small writer: v2.1 (DatasetWriterV21, PNG images) or v3.0 (DatasetWriter; video unless video=False)."""
     args = dict(fps=FPS, camera_names=CAMERAS, state_names=STATE_NAMES, action_names=ACTION_NAMES,
                 robot_type="panda", image_format="png", action_mask=MASK, dataset_name="toy_no_noops")
-    return DatasetWriter(root, **{**args, **kw})
+    cls = DatasetWriterV21 if layout == "v2.1" else DatasetWriter
+    return cls(root, **{**args, **kw})
 
 
 def record(writer: DatasetWriter, seed: int, length: int, task: str | None = None) -> int:
@@ -54,6 +69,21 @@ def record(writer: DatasetWriter, seed: int, length: int, task: str | None = Non
     for images, state, action in episode(seed, length):
         writer.add_frame(images, state, action)
     return writer.save_episode()
+
+
+def assert_episode_equal(dataset, index: int, seed: int, length: int, tolerance: float = 0.0) -> None:
+    """Episode ``index`` holds episode(seed, length): exact vectors and times, images within
+    ``tolerance`` levels of mean difference (0: exact)."""
+    frames = dataset.frames(index)
+    expected = episode(seed, length)
+    assert len(frames) == length
+    np.testing.assert_array_equal(frames.state, np.stack([s for _, s, _ in expected]).astype(np.float32))
+    np.testing.assert_array_equal(frames.action, np.stack([a for _, _, a in expected]).astype(np.float32))
+    np.testing.assert_allclose(frames.timestamp, np.arange(length) / FPS, rtol=1e-6)
+    for t in (0, length - 1):
+        for cam in CAMERAS:
+            diff = np.abs(frames.image(cam, t).astype(int) - expected[t][0][cam])
+            assert diff.mean() <= tolerance, (cam, t, diff.mean())
 
 
 def meta_snapshot(root: Path) -> dict[str, str]:
@@ -77,13 +107,31 @@ def assert_consistent(root: Path) -> dict:
     return info
 
 
+def kill_at(mode: str, root: Path, layout: str = "v2.1") -> None:
+    """Run the crash child (below) until it pauses at MODE, then kill -9 it."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), mode, str(root), layout],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line == "PAUSED\n", f"the child did not reach its pause: {line!r} {child.stderr.read()}"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+
+
 def _pause() -> None:
     print("PAUSED", flush=True)
     time.sleep(60)
 
 
-def _crash_child(mode: str, root: str) -> None:
-    writer = make_writer(root)
+def _crash_child(mode: str, root: str, layout: str = "v2.1") -> None:
+    writer = make_writer(root, layout)
     record(writer, 0, 9)
     record(writer, 1, 10)
     writer.start_episode("task 2")
@@ -91,29 +139,37 @@ def _crash_child(mode: str, root: str) -> None:
     for images, state, action in frames[:5]:
         writer.add_frame(images, state, action)
     if mode == "add_frame":
+        import bitvla_ros.data.video as video
         import bitvla_ros.data.writer as w
-        real = w.encode_image
         calls = []
 
-        def encode_then_pause(*args, **kwargs):  # the first camera encoded, the second not
-            calls.append(1)
-            if len(calls) == 2:
-                _pause()
-            return real(*args, **kwargs)
+        def then_pause(real):
+            def call(*args, **kwargs):  # the first camera stored, the second not
+                calls.append(1)
+                if len(calls) == 2:
+                    _pause()
+                return real(*args, **kwargs)
+            return call
 
-        w.encode_image = encode_then_pause
+        w.encode_image = then_pause(w.encode_image)
+        video.ClipEncoder.add = then_pause(video.ClipEncoder.add)
         writer.add_frame(*frames[5])
         return
     for images, state, action in frames[5:]:
         writer.add_frame(images, state, action)
     real_replace = os.replace
+    data = "episode_000002.parquet" if layout == "v2.1" else "file-000.parquet"
+    episodes = "episodes.jsonl" if layout == "v2.1" else "file-000.parquet"
 
     def replace(src, dst):
-        name = Path(dst).name
-        if mode == "before_data" and name == "episode_000002.parquet":
+        dst = Path(dst)
+        name = dst.name if layout == "v2.1" else f"{dst.parent.parent.name}/{dst.name}"
+        is_data = name in (data, f"data/{data}")
+        is_episodes = name in (episodes, f"episodes/{episodes}")
+        if mode == "before_data" and is_data:
             _pause()
         real_replace(src, dst)
-        if (mode, name) in {("after_data", "episode_000002.parquet"), ("after_episodes", "episodes.jsonl")}:
+        if (mode == "after_data" and is_data) or (mode == "after_episodes" and is_episodes):
             _pause()
 
     os.replace = replace
@@ -121,5 +177,5 @@ def _crash_child(mode: str, root: str) -> None:
 
 
 if __name__ == "__main__":
-    _crash_child(sys.argv[1], sys.argv[2])
+    _crash_child(*sys.argv[1:])
     sys.exit("the child was not stopped where it should pause")

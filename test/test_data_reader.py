@@ -61,8 +61,11 @@ def test_missing_meta_and_files_are_named(tmp_path, root):
     with pytest.raises(DatasetError, match="tasks.jsonl is missing"):
         EpisodeDataset(copy)
     info = json.loads((root / "meta/info.json").read_text())
+    (copy / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v4.0"}))
+    with pytest.raises(DatasetError, match="'v4.0'.*v3.0 and v2.1"):
+        EpisodeDataset(copy)
     (copy / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v3.0"}))
-    with pytest.raises(DatasetError, match="'v3.0'"):
+    with pytest.raises(DatasetError, match="tasks.parquet is missing"):  # read as v3.0, which it is not
         EpisodeDataset(copy)
 
 

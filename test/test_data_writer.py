@@ -3,10 +3,6 @@
 import errno
 import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,26 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bitvla_ros.data import DatasetError, DatasetWriteError, EpisodeDataset, rebuild_meta
-from data_helpers import (ACTION_NAMES, CAMERAS, FPS, MASK, STATE_NAMES, assert_consistent, episode, make_writer,
-                          meta_snapshot, record)
-
-HERE = Path(__file__).resolve().parent
-
-
-def assert_episode_equal(dataset, index, seed, length, exact=True):
-    frames = dataset.frames(index)
-    expected = episode(seed, length)
-    assert len(frames) == length
-    np.testing.assert_array_equal(frames.state, np.stack([s for _, s, _ in expected]).astype(np.float32))
-    np.testing.assert_array_equal(frames.action, np.stack([a for _, _, a in expected]).astype(np.float32))
-    np.testing.assert_allclose(frames.timestamp, np.arange(length) / FPS, rtol=1e-6)
-    for t in (0, length - 1):
-        for cam in CAMERAS:
-            got, want = frames.image(cam, t), expected[t][0][cam]
-            if exact:
-                np.testing.assert_array_equal(got, want)
-            else:
-                assert np.abs(got.astype(int) - want).mean() < 3
+from data_helpers import (ACTION_NAMES, FPS, MASK, STATE_NAMES, assert_consistent, assert_episode_equal, episode, kill_at,
+                          make_writer, meta_snapshot, no_space, record)
 
 
 def test_png_round_trip_is_exact_and_meta_is_consistent(tmp_path):
@@ -78,7 +56,7 @@ def test_jpeg_is_default_and_close(tmp_path):
         record(w, 0, 4)
     data = pq.read_table(tmp_path / "ds/data/chunk-000/episode_000000.parquet")
     assert data.column("observation.images.wrist")[0]["bytes"].as_py()[:2] == b"\xff\xd8"  # JPEG magic
-    assert_episode_equal(EpisodeDataset(tmp_path / "ds"), 0, 0, 4, exact=False)
+    assert_episode_equal(EpisodeDataset(tmp_path / "ds"), 0, 0, 4, tolerance=3)
 
 
 def test_stats_files_match_numpy(tmp_path):
@@ -232,17 +210,7 @@ def test_one_writer_at_a_time(tmp_path):
 ])
 def test_kill_9_loses_at_most_the_episode_in_progress(tmp_path, mode, finished):
     root = tmp_path / "ds"
-    child = subprocess.Popen([sys.executable, str(HERE / "data_helpers.py"), mode, str(root)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = child.stdout.readline()
-        assert line == "PAUSED\n", f"the child did not reach its pause: {line!r} {child.stderr.read()}"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_at(mode, root)
     if mode == "before_data":
         assert list(root.glob("data/*/*.partial"))
 
@@ -264,17 +232,6 @@ def test_kill_9_loses_at_most_the_episode_in_progress(tmp_path, mode, finished):
 
 
 # --- full disk, unwritable roots --------------------------------------------------------------------
-
-def no_space(where=lambda dst: True):
-    real = os.replace
-
-    def replace(src, dst):
-        if where(str(dst)):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst)
-
-    return replace
-
 
 def test_full_disk_on_the_episode_file_then_retry(tmp_path, monkeypatch):
     root = tmp_path / "ds"

@@ -27,7 +27,7 @@ from bitvla_ros.kernels.cpu import (
 from bitvla_ros.quant import PackedTernary, pack_ternary, quantize_activations_int8, unpack_ternary
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEDULES = ["registers", "predecode"]
+SCHEDULES = ["registers", "predecode", "tiles"]  # tiles: pre-decoded where the ISA has none
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,31 @@ def test_import_registers_without_compiling():
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(REPO / ".cache" / "no_such_extensions_dir"))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=120)
     assert not (REPO / ".cache" / "no_such_extensions_dir").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rounded_output_equals_the_reference_rounded(isas, dtype):
+    """out_dtype / matmul_to write the fp32 result rounded as .to(dtype) rounds it."""
+    for m, n, k in [(3, 17, 37), (130, 70, 300)]:  # 130 rows: the automatic schedule takes tiles
+        w = packed(n, k, seed=m)
+        x = (torch.randn(m, k) * 3).to(dtype)
+        ref = ternary_matmul_reference(x, w).to(dtype)
+        for isa, schedule in itertools.product(isas, SCHEDULES + ["auto"]):
+            y = ternary_matmul_cpu(x, w, isa=isa, schedule=schedule, out_dtype=dtype)
+            assert y.dtype == dtype and torch.equal(y, ref), (isa, schedule, m)
+        assert torch.equal(CpuBackend.matmul_to(x, CpuBackend.prepare(w), dtype), ref)
+
+
+def test_configured_variant_is_used_and_every_variant_is_exact(isas):
+    w, x = packed(70, 300), torch.randn(140, 300)
+    ref = ternary_matmul_reference(x, w)
+    before = cpu.isa(), cpu._state.get("schedule", "auto")
+    try:
+        for variant in CpuBackend.variants():
+            CpuBackend.configure(**variant)
+            assert cpu.isa() == variant["isa"]
+            assert torch.equal(CpuBackend.matmul(x, CpuBackend.prepare(w)), ref), variant
+    finally:
+        CpuBackend.configure(*before)
+    with pytest.raises(ValueError, match="schedule"):
+        CpuBackend.configure(before[0], "fastest")

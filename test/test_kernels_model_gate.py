@@ -21,5 +21,6 @@ def test_every_backend_gives_the_reference_actions(backend, report):
     assert model.backend_name == backend
     err = (got - expected).abs().max().item()
     report(f"tiny model, {backend} vs reference: max |Δaction| = {err:.2e} (normalized units)")
-    # Integer accumulation is exact in every backend, so the chunk should match to float rounding.
-    assert err < 1e-3
+    # Every backend takes the same exact int32 sums and the reference's fp32 epilogue, and the rest
+    # of the forward is shared code: the chunk is the reference's bit for bit, on any CPU.
+    assert torch.equal(got, expected), f"max |Δaction| = {err:.2e}"

@@ -23,6 +23,7 @@ from bitvla_ros.kernels.constants import REAL_SHAPES
 from bitvla_ros.kernels.reference import ternary_matmul_reference
 from bitvla_ros.model.cuda_graph import BitVLAGraphForward, CUDAGraphRunner, CUDAGraphUnavailable
 from bitvla_ros.quant import PackedTernary, pack_ternary, quantize_activations_int8
+from triton_child import run_in_triton_interpreter, triton_importable
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_FLAG = "BITVLA_TRITON_INTERPRET_CHILD"
@@ -40,14 +41,6 @@ kernel_test = pytest.mark.skipif(
     DEVICE is None, reason="no CUDA: these run in the Triton interpreter child (test_kernels_in_triton_interpreter)")
 gpu_only = pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA GPU")
 not_in_child = pytest.mark.skipif(IN_CHILD, reason="runs in the parent process")
-
-
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 def _kernels():
@@ -95,22 +88,14 @@ SMALL_CONFIGS = {
 
 @pytest.mark.skipif(IN_CHILD or HAS_CUDA, reason="the kernels run compiled on the GPU here" if HAS_CUDA else "in the child")
 def test_kernels_in_triton_interpreter(report):
-    if not _triton_importable():
-        pytest.skip("triton is not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1", **{CHILD_FLAG: "1"})
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    tail = (r.stdout[-6000:] + "\n" + r.stderr[-3000:]).strip()
-    assert r.returncode == 0, f"interpreter run failed (rc {r.returncode}):\n{tail}"
-    summary = [ln for ln in r.stdout.splitlines() if " passed" in ln or " failed" in ln]
-    report(f"Triton interpreter child: {summary[-1] if summary else tail[-200:]}")
+    report(f"Triton interpreter child: {run_in_triton_interpreter(__file__, CHILD_FLAG)}")
 
 
 @not_in_child
 def test_kernels_compile_for_sm80_and_sm90(report):
     """The real compiler (front end to cubin, with triton's bundled ptxas) on a few variants: the
     interpreter accepts code the compiler rejects, so this runs on machines without a GPU too."""
-    if not _triton_importable():
+    if not triton_importable():
         pytest.skip("triton is not installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "bitvla_ros.kernels.triton_compile_check", "--quick", "--arch", "90,80", "--no-stats"]
@@ -283,9 +268,9 @@ def test_leading_dims_empty_input_and_errors():
 
 
 @kernel_test
-def test_backend_protocol_keeps_only_packed_codes(monkeypatch):
-    if DEVICE == "cpu":  # the interpreter: let the backend take CPU tensors
-        monkeypatch.setattr(CudaBackend, "devices", ("cpu", "cuda"))
+def test_backend_protocol_keeps_only_packed_codes():
+    if DEVICE == "cpu":  # the interpreter: the backend takes CPU tensors and is available without a GPU
+        assert "cpu" in CudaBackend.devices and CudaBackend.available(), CudaBackend.status()
     gen = torch.Generator().manual_seed(11)
     w = _packed(33, 130, gen)
     prepared = CudaBackend.prepare(w)
@@ -331,10 +316,7 @@ def _tiny_model_and_batch(device):
 
 
 @kernel_test
-def test_tiny_model_cuda_backend_matches_reference(monkeypatch, report):
-    if DEVICE == "cpu":
-        monkeypatch.setattr(CudaBackend, "devices", ("cpu", "cuda"))
-        monkeypatch.setattr(CudaBackend, "available", classmethod(lambda cls: True))
+def test_tiny_model_cuda_backend_matches_reference(report):
     model, batch = _tiny_model_and_batch(DEVICE)
     with torch.no_grad():
         ref = model(**batch)
@@ -354,16 +336,16 @@ def test_tiny_model_cuda_backend_matches_reference(monkeypatch, report):
 
 
 @not_in_child
-def test_graph_forward_eager_equals_model_forward():
-    """The capturable re-expression of BitVLA.forward is the same computation (CPU, reference)."""
+def test_graph_forward_captures_the_models_own_device_part():
+    """One forward pass in the code: the graph captures BitVLA.forward_at, which forward runs eagerly."""
     model, batch = _tiny_model_and_batch("cpu")
-    gf = BitVLAGraphForward(model)
     with torch.no_grad():
-        assert torch.equal(gf.eager(**batch), model(**batch))
+        assert torch.equal(model.forward_at(**model.token_positions(**batch)), model(**batch))
         ids = batch["input_ids"].clone()
         ids[0, -2] = model.config.tokens.eot  # one action slot fewer
         with pytest.raises(ValueError, match="action slots"):
-            gf.eager(**dict(batch, input_ids=ids))
+            model.token_positions(**dict(batch, input_ids=ids))
+    assert not hasattr(BitVLAGraphForward, "device_forward"), "the graph path has its own copy of the forward again"
 
 
 @not_in_child

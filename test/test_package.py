@@ -24,6 +24,7 @@ PYTHON_KEYS = {
     "matplotlib": "python3-matplotlib", "PIL": "python3-pil", "jinja2": "python3-jinja2", "pytest": "python3-pytest",
     "torch": "python3-pytorch-pip", "transformers": "python3-transformers-pip", "safetensors": "python3-safetensors-pip",
     "tokenizers": "python3-tokenizers-pip", "pyarrow": "python3-pyarrow-pip", "bitsandbytes": "python3-bitsandbytes-pip",
+    "av": "python3-av", "rosbags": "python3-rosbags-pip",
     "triton": None,  # the cuda backend (NVIDIA only; the registry skips it without triton)
     "simplejpeg": None,  # TensorFlow's JPEG decoding for the published LIBERO protocol (OpenCV otherwise)
     "libero": None,  # the simulation (requirements-sim.txt)

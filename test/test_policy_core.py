@@ -387,3 +387,32 @@ def test_model_and_settings_must_agree():
         PolicyRunner(settings(command_type="twist"))
     with pytest.raises(ValueError, match="stamp_mode"):
         PolicyRunner(settings(stamp_mode="later"))
+
+
+def test_stream_keeps_the_step_limit_across_chunks_and_skipped_ticks():
+    clock = {"t": 0.0}
+    r = PolicyRunner(settings(command_type=STREAM, max_step_delta=[0.5]), FakePredictor(chunk=8),
+                     clock=lambda: clock["t"])
+    sent, t = [], 0.0
+    while t < 2.0:
+        feed(r, t, instruction="pick the bowl")
+        if r.inference_due(t):
+            clock["t"] = t + 0.07  # each chunk comes back 70 ms late
+            r.infer_once(t)
+        tick = t + (0.12 if round(t / P) % 7 == 3 else 0.0)  # now and then a tick two periods late
+        cmd = r.tick(tick)
+        if cmd is not None:
+            sent.append(cmd.actions[0, 0])
+        t = round(t + P, 9)
+    assert len(sent) > 20 and np.abs(np.diff(sent)).max() <= 0.5 + 1e-12
+
+
+def test_without_latency_compensation_a_slow_chunk_starts_on_arrival():
+    clock = {"t": 1.0}
+    r = PolicyRunner(settings(execute_steps=4, latency_compensation=False), FakePredictor(), clock=lambda: clock["t"])
+    feed(r, 0.0)
+    cmd = r.infer_once(0.0)  # back a whole second later, far past its last action
+    assert cmd.actions.shape == (4, 3) and cmd.due.tolist() == pytest.approx([1.0, 1.05, 1.1, 1.15])
+    compensated = PolicyRunner(settings(execute_steps=4), FakePredictor(), clock=lambda: clock["t"])
+    feed(compensated, 0.0)
+    assert compensated.infer_once(0.0) is None and compensated.status()["rejected"] == {"late_chunk": 1}

@@ -58,13 +58,13 @@ def packed(tmp_path_factory):
 def test_libero_protocol_defaults_and_overrides():
     cfg = EvalConfig(model="m", output="o", suite="libero_spatial", protocol="libero")
     assert cfg.tasks == list(range(10)) and cfg.episodes == 50 and cfg.init_start == 0
-    assert (cfg.seed, cfg.policy_seed, cfg.image_size, cfg.image_pipeline) == (0, 7, 256, "libero")
+    assert (cfg.seeds, cfg.policy_seed, cfg.image_size, cfg.image_pipeline) == ([0], 7, 256, "libero")
     assert cfg.unnorm_key == "libero_spatial" and cfg.execute_steps == 8 and cfg.max_steps == 0
     cfg = EvalConfig(model="m", output="o", suite="libero_10", protocol="libero", tasks=[3], episodes=2,
                      unnorm_key="libero_10_no_noops")
     assert (cfg.tasks, cfg.episodes, cfg.unnorm_key) == ([3], 2, "libero_10_no_noops")
     ros = EvalConfig(model="m", output="o")  # unchanged project defaults
-    assert (ros.tasks, ros.episodes, ros.init_start, ros.seed, ros.image_size) == ([1], 10, 40, 1, 128)
+    assert (ros.tasks, ros.episodes, ros.init_start, ros.seeds, ros.image_size) == ([1], 10, 40, [1], 128)
     assert (ros.image_pipeline, ros.policy_seed, ros.unnorm_key) == ("auto", -1, "")
     with pytest.raises(ValueError, match="protocol"):
         EvalConfig(model="m", output="o", protocol="tf")
@@ -76,13 +76,18 @@ def test_cli_leaves_unset_sim_arguments_to_the_protocol():
     args = build_parser().parse_args(["eval", "--model", "m", "--output", "o", "--protocol", "libero",
                                       "--suite", "libero_object", "--in-process"])
     assert args.protocol == "libero" and args.in_process
-    assert (args.tasks, args.episodes, args.init_start, args.seed, args.image_size) == (None,) * 5
+    assert (args.tasks, args.episodes, args.init_start, args.seeds, args.image_size) == (None,) * 5
     args = build_parser().parse_args(["eval", "--model", "m", "--output", "o", "--episodes", "3"])
     assert args.protocol == "ros" and not args.in_process and args.episodes == 3
-    assert args.execute_steps == 8  # whole chunks open loop, as the published eval
+    assert args.execute_steps is None  # the model's runtime.json, else whole chunks as the published eval
     assert build_parser().parse_args(["eval", "--model", "m", "--output", "o", "--execute-steps", "4"]).execute_steps == 4
+    from bitvla_ros.cli import execute_steps_for
+    from bitvla_ros.paths import default_model
+
+    assert execute_steps_for(default_model()) == 4 and execute_steps_for(default_model(), 8) == 8
+    assert execute_steps_for("no/such/model") == 8
     record = build_parser().parse_args(["record", "--output", "o"])  # record keeps its own defaults
-    assert (record.episodes, record.init_start, record.image_size) == (40, 0, 128)
+    assert (record.episodes, record.init_start, record.image_size, record.seeds) == (None, None, 128, [0])
 
 
 # --- the two paths agree -----------------------------------------------------------------------
@@ -212,8 +217,8 @@ def test_eval_protocol_libero_in_process_on_a_published_checkpoint(tmp_path, mon
     assert rc == 0, capsys.readouterr()
     result = json.loads((out / "results.json").read_text())
     cfg = result["config"]
-    assert (cfg["protocol"], cfg["image_size"], cfg["init_start"], cfg["seed"], cfg["policy_seed"]) == (
-        "libero", 256, 0, 0, 7)
+    assert (cfg["protocol"], cfg["image_size"], cfg["init_start"], cfg["seeds"], cfg["policy_seed"]) == (
+        "libero", 256, 0, [0], 7)
     assert cfg["image_pipeline"] == "libero" and cfg["unnorm_key"] == "libero_spatial"
     [episode] = result["episodes"]
     assert (episode["task_id"], episode["init_state"], episode["steps"], episode["reason"]) == (0, 0, 5, "max_steps")

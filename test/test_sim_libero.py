@@ -112,3 +112,63 @@ def test_expert_actions_are_bounded_env_actions(blind_env):
         action = expert.act(obs)
         assert action.shape == (7,) and np.all(np.abs(action) <= 1.0) and action[6] in (-1.0, 1.0)
         obs, _ = blind_env.step(action)
+
+
+def test_expert_solves_under_dart_noise_and_records_the_clean_action(blind_env):
+    from bitvla_ros.sim.dart import NoisyExecution
+
+    env = NoisyExecution(blind_env, sigma=0.1, noise_seed=0)
+    expert = ScriptedExpert(env)
+    labels, executed = [], []
+
+    class Recording:  # what sim_node does: the label is the expert's action, the env perturbs it
+        phase = property(lambda self: expert.phase)
+
+        def reset(self):
+            expert.reset()
+
+        def act(self, obs):
+            if env.last_executed is not None:
+                executed.append(env.last_executed)
+            labels.append(expert.act(obs))
+            return labels[-1]
+
+    episode = run_episode(env, Recording(), 0)
+    assert episode.success, f"not solved under noise in {episode.steps} steps; phases {episode.phases}"
+    executed.append(env.last_executed)
+    labels, executed = np.array(labels), np.array(executed)
+    assert labels.shape == executed.shape and np.all(np.abs(labels) <= 1.0)
+    assert np.abs(executed[:, :6] - labels[:, :6]).mean() > 0.03  # the arm did not run the labels
+    np.testing.assert_array_equal(executed[:, 6], labels[:, 6])
+
+
+def test_expert_grasps_again_when_the_object_falls_from_the_hand(blind_env):
+    """A slip during lift (teleported back to where it was grasped): the expert plans anew from the
+    scene as it is and starts over, instead of carrying an empty hand to the target."""
+    expert = ScriptedExpert(blind_env)
+    sim = blind_env.sim
+    state = {"dropped": False}
+
+    class Slipping:
+        phase = property(lambda self: expert.phase)
+
+        def reset(self):
+            expert.reset()
+
+        def act(self, obs):
+            if expert.phase == "lift" and "grasp" not in state:
+                state["grasp"] = (obs.eef_pos[2], sim.data.qpos.copy())
+            elif expert.phase == "lift" and not state["dropped"] and obs.eef_pos[2] > state["grasp"][0] + 0.05:
+                body = blind_env.domain.obj_body_id[expert.plan.obj]
+                adr = sim.model.jnt_qposadr[sim.model.body_jntadr[body]]
+                sim.data.qpos[adr:adr + 7] = state["grasp"][1][adr:adr + 7]
+                sim.data.qvel[:] = 0.0
+                sim.forward()
+                state["dropped"] = True
+            return expert.act(obs)
+
+    episode = run_episode(blind_env, Slipping(), 0)
+    assert state["dropped"] and expert.regrasps == 1
+    names = [name for _, name in episode.phases]
+    assert names.count("approach") == 2 and names.index("lift") < names.index("approach", 1)
+    assert episode.success, f"not solved after the slip in {episode.steps} steps; phases {episode.phases}"

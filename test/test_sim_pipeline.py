@@ -13,15 +13,22 @@ from bitvla_ros.model.checkpoint import convert
 pytest.importorskip("libero")
 
 
-def test_record_an_expert_episode_over_ros(tmp_path, report):
+@pytest.fixture(scope="module")
+def clean_recording(tmp_path_factory):
     from bitvla_ros.ros.record import RecordConfig, run_recording
 
+    tmp_path = tmp_path_factory.mktemp("record")
     out = run_recording(RecordConfig(output=str(tmp_path / "ds"), suite="libero_goal", tasks=[9], episodes=1,
                                      init_start=0, image_size=64), log=lambda *a: None)
+    return tmp_path, out
+
+
+def test_record_an_expert_episode_over_ros(clean_recording, report):
+    tmp_path, out = clean_recording
     assert len(out["saved"]) == 1, out
     ds = EpisodeDataset(tmp_path / "ds")
     frames = ds.frames(0)
-    steps = out["saved"][0][2]
+    steps = out["saved"][0]["steps"]
     report(f"recorded goal 9 init 0: {steps} expert steps -> {len(frames)} frames")
     assert len(frames) == steps  # every command paired with the observation it answered
     assert ds.tasks == ["put the wine bottle on the rack"]
@@ -32,21 +39,42 @@ def test_record_an_expert_episode_over_ros(tmp_path, report):
     assert list(stats) == ["libero_goal_bitvla_ros"] and stats["libero_goal_bitvla_ros"]["action"]["mask"][6] is False
 
 
+def test_record_with_dart_noise_over_ros(clean_recording, tmp_path):
+    """sim_node perturbs the executed actions (the states leave the clean path from the first step)
+    and the episode, still solved, is recorded with its provenance."""
+    from bitvla_ros.ros.record import RecordConfig, run_recording
+
+    out = run_recording(RecordConfig(output=str(tmp_path / "ds"), suite="libero_goal", tasks=[9], init_states=[0],
+                                     image_size=32, dart_noise=0.1, noise_seed=0), log=lambda *a: None)
+    assert len(out["saved"]) == 1, out
+    noisy = EpisodeDataset(tmp_path / "ds").frames(0)
+    clean = EpisodeDataset(clean_recording[0] / "ds").frames(0)
+    assert len(noisy) == out["saved"][0]["steps"]
+    # frame 0 is the same settled state; the noise moves the arm off the clean path right away
+    np.testing.assert_allclose(noisy.state[0], clean.state[0], atol=1e-6)
+    assert np.abs(noisy.state[1:6, :3] - clean.state[1:6, :3]).max() > 1e-3
+    assert set(np.unique(noisy.action[:, 6])) <= {0.0, 1.0}  # gripper labels untouched
+    [entry] = [json.loads(line) for line in (tmp_path / "ds_logs" / "recordings.jsonl").read_text().splitlines()]
+    assert entry["config"]["dart_noise"] == 0.1 and entry["saved"][0]["init_state"] == 0
+    assert "expert_noise: 0.1" in (tmp_path / "ds_logs" / "bitvla_sim.params.yaml").read_text()
+
+
 def test_eval_runs_a_policy_in_lockstep_over_ros(tmp_path):
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     model = tmp_path / "model"
     convert(tiny.write_published_checkpoint(tmp_path / "pub", tiny.model(seed=1)), model)
     result = run_evaluation(EvalConfig(model=str(model), output=str(tmp_path / "eval"), suite="libero_goal",
-                                       tasks=[1], episodes=1, init_start=40, backend="reference", image_size=64,
-                                       max_steps=16), log=lambda *a: None)
-    episode = result["episodes"][0]
-    assert episode["steps"] == 16 and episode["reason"] == "max_steps"  # two chunks, open loop
-    assert result["summary"]["all tasks"]["trials"] == 1
+                                       tasks=[1], episodes=1, init_start=40, seeds=[1, 2], backend="reference",
+                                       image_size=64, max_steps=16), log=lambda *a: None)
+    for episode, seed in zip(result["episodes"], [1, 2]):  # the sim rebuilt its env for the second seed
+        assert (episode["seed"], episode["init_state"], episode["steps"], episode["reason"]) == (
+            seed, 40, 16, "max_steps")  # two chunks, open loop
+    assert result["summary"]["all tasks"]["trials"] == 2 and list(result["per_seed"]) == ["1", "2"]
     assert result["policy_chunk_latency"]["p50_ms"] is not None
     assert (tmp_path / "eval" / "success.png").is_file()
-    videos = list((tmp_path / "eval" / "videos").glob("*.mp4"))
-    assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert [v.name.split("_")[2] for v in videos] == ["seed1", "seed2"] and videos[0].stat().st_size > 1000
     assert np.isfinite(result["wall_s"])
 
 

@@ -17,7 +17,7 @@ from bitvla_ros.train.schedule import lr_factor
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds") / "toy"
-    with make_writer(root) as w:
+    with make_writer(root, "v3.0") as w:  # the recorder's default: LeRobot v3.0, cameras as MP4
         for seed in range(4):
             record(w, seed, length=14, task=["put the bowl on the stove", "open the drawer"][seed % 2])
     return root
@@ -88,7 +88,7 @@ def test_clear_error_for_a_missing_dataset(tmp_path, capsys):
 
 def test_train_on_two_datasets_recorded_alike(dataset, tmp_path, capsys):
     other = tmp_path / "other"
-    with make_writer(other) as w:
+    with make_writer(other) as w:  # v2.1, trained on together with the v3.0 one
         record(w, 9, length=12, task="turn on the stove")
     run = tmp_path / "two"
     assert main(["train", "--dataset", str(dataset), "--dataset", str(other), "--output", str(run), "--preset", "tiny",

@@ -32,8 +32,8 @@ def episode_table(schema: Schema, extra: dict, first_index: int, task_index: int
     for cam in schema.camera_names:
         columns[image_key(cam)] = pa.StructArray.from_arrays(
             [pa.array(images[cam], pa.binary()), pa.nulls(n, pa.string())], fields=list(IMAGE_TYPE))
-    columns[STATE] = _vectors(state)
-    columns[ACTION] = _vectors(action)
+    columns[STATE] = vector_column(state)
+    columns[ACTION] = vector_column(action)
     columns["timestamp"] = pa.array(timestamp, pa.float32())
     columns["frame_index"] = pa.array(np.arange(n), pa.int64())
     columns["episode_index"] = pa.array(np.full(n, episode_index), pa.int64())
@@ -42,20 +42,24 @@ def episode_table(schema: Schema, extra: dict, first_index: int, task_index: int
     meta = {META_KEY: json.dumps({**extra, "length": n, "task_index": task_index,
                                   "fps": schema.fps, "robot_type": schema.robot_type,
                                   "features": schema.features()}),
-            b"huggingface": json.dumps({"info": {"features": _hf_features(schema)}})}
+            b"huggingface": json.dumps({"info": {"features": hf_features(schema)}})}
     return pa.table(columns).replace_schema_metadata(meta)
 
 
-def _vectors(x: np.ndarray) -> pa.FixedSizeListArray:
+def vector_column(x: np.ndarray) -> pa.Array:
+    """(T, D) float32 as fixed-size lists; a 1-wide vector as a plain column (LeRobot's rule for shape (1,))."""
     x = np.ascontiguousarray(x, np.float32)
+    if x.shape[1] == 1:
+        return pa.array(x[:, 0])
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
 
 
-def _hf_features(schema: Schema) -> dict:
+def hf_features(schema: Schema) -> dict:
     """The `datasets` feature spec, so that `datasets.Dataset.from_parquet` sees Image columns."""
-    feats = {image_key(c): {"_type": "Image"} for c in schema.camera_names}
+    feats = {image_key(c): {"_type": "Image"} for c in schema.camera_names if c not in schema.video}
     for key, names in ((STATE, schema.state_names), (ACTION, schema.action_names)):
-        feats[key] = {"feature": {"dtype": "float32", "_type": "Value"}, "length": len(names), "_type": "Sequence"}
+        feats[key] = ({"dtype": "float32", "_type": "Value"} if len(names) == 1 else
+                      {"feature": {"dtype": "float32", "_type": "Value"}, "length": len(names), "_type": "Sequence"})
     feats.update({k: {"dtype": v, "_type": "Value"} for k, v in SCALARS.items()})
     return feats
 
@@ -89,7 +93,10 @@ def read_episode_columns(path: Path, columns: list[str]) -> pa.Table:
 def vectors(table: pa.Table, key: str) -> np.ndarray:
     """A fixed-size float list column as a (T, D) float32 array (a writable copy, unlike arrow's views)."""
     col = table.column(key).combine_chunks()
-    return np.array(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, col.type.list_size)
+    if not pa.types.is_list(col.type) and not pa.types.is_fixed_size_list(col.type):  # a 1-wide vector
+        return np.array(col.to_numpy(zero_copy_only=False), np.float32).reshape(-1, 1)
+    width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else len(col[0]) if len(col) else 0
+    return np.array(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
 
 
 def scalars(table: pa.Table, key: str, dtype=np.float32) -> np.ndarray:

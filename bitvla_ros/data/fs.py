@@ -92,7 +92,8 @@ def make_dirs(folder: Path) -> None:
 def remove_partials(root: Path) -> list[Path]:
     """Delete temp files left by a writer that died mid-write; returns what was removed."""
     root = Path(root)
-    found = [*root.glob("*" + PARTIAL), *root.glob(f"meta/*{PARTIAL}"), *root.glob(f"data/*/*{PARTIAL}")]
+    found = [*root.glob("*" + PARTIAL), *root.glob(f"meta/*{PARTIAL}"), *root.glob(f"meta/*/*/*{PARTIAL}"),
+             *root.glob(f"data/*/*{PARTIAL}"), *root.glob(f"videos/*/*/*{PARTIAL}")]
     for p in found:
         _remove_quietly(p)
     return found

@@ -168,8 +168,15 @@ def rebuild_meta(root: str | Path) -> int:
     """Rewrite meta/ and dataset_statistics.json from the episode files alone; returns the episode count.
 
     Use it after restoring or removing episode files by hand. Needs no writer to hold the dataset.
+    A v3.0 dataset's meta/episodes is its list of finished episodes: the files are brought back to
+    what it names, and the other meta files rewritten from it (as a writer does on open).
     """
     root = Path(root)
+    if (root / INFO).is_file() and json.loads((root / INFO).read_text()).get("codebase_version") == "v3.0":
+        from bitvla_ros.data.v3 import DatasetWriter  # v3 builds on this module
+
+        with DatasetWriter.reopen(root) as writer:
+            return writer.num_episodes
     lock = fs.WriterLock(root)
     try:
         fs.remove_partials(root)

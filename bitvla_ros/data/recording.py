@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from bitvla_ros.data.writer import DatasetWriter
+from bitvla_ros.data.v3 import DatasetWriter
 from bitvla_ros.policy.observation import ObservationBuffer
 from bitvla_ros.policy.rejections import Rejected, RejectionLog
 

@@ -9,7 +9,8 @@ shorter than K.
 
 Normalization and image preprocessing belong to training (NormStats, BitVLAProcessor): the
 samples hold raw values. Encoded images are cached per episode once read (memory about the size
-of the episode files), so shuffled access does not re-read parquet files.
+of the episode files), so shuffled access does not re-read parquet files; video frames are decoded
+per sample with a seek to the nearest keyframe (open clips are kept per process).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from bitvla_ros.data.images import decode_image
 from bitvla_ros.data.reader import EpisodeDataset, EpisodeFrames
 
 
@@ -63,7 +63,7 @@ class ChunkedSamples(Dataset):
         frames = self._load(episode)
         idx = np.minimum(np.arange(t, t + self.chunk), len(frames) - 1)  # clamps only with pad_last
         return {
-            "images": [decode_image(frames.images[c][t]) for c in self.camera_names],
+            "images": [frames.image(c, t) for c in self.camera_names],
             "state": frames.state[t],
             "instruction": frames.task,
             "actions": frames.action[idx],

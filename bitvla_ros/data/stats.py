@@ -29,8 +29,8 @@ def aggregate_stats(per_episode: Sequence[dict]) -> dict:
     out = {}
     for key in per_episode[0] if per_episode else ():
         parts = [ep[key] for ep in per_episode]
-        n = np.array([p["count"][0] for p in parts], np.float64)[:, None]
-        means = np.array([p["mean"] for p in parts])
+        means = np.array([p["mean"] for p in parts], np.float64)
+        n = np.array([p["count"][0] for p in parts], np.float64).reshape(-1, *[1] * (means.ndim - 1))
         mean = (n * means).sum(0) / n.sum()
         var = (n * (np.array([p["std"] for p in parts]) ** 2 + (means - mean) ** 2)).sum(0) / n.sum()
         out[key] = {"min": np.min([p["min"] for p in parts], 0).tolist(),

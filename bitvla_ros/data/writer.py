@@ -1,4 +1,6 @@
-"""DatasetWriter: records episodes into a LeRobot v2.1 dataset, one episode at a time, atomically.
+"""DatasetWriterV21: records episodes into a LeRobot v2.1 dataset, one episode at a time, atomically.
+
+(DatasetWriter, in v3.py, writes the v3.0 layout and is the default; it shares the frame checks here.)
 
 A crash (even kill -9) at any moment loses at most the episode in progress:
 - frames are held in memory (images already encoded, so it stays small) until save_episode();
@@ -39,7 +41,7 @@ class _Episode:
     shapes: dict[str, list[int]] = field(default_factory=dict)  # image shapes fixed by this episode's first frame
 
 
-class DatasetWriter:
+class DatasetWriterV21:
     def __init__(self, root: str | Path, fps: float, camera_names: Sequence[str], state_names: Sequence[str],
                  action_names: Sequence[str], robot_type: str = "", image_format: str = "jpeg",
                  jpeg_quality: int = 95, action_mask: Sequence[bool] | None = None, dataset_name: str | None = None):
@@ -87,14 +89,7 @@ class DatasetWriter:
         default_mask = mask or [True] * len(schema.action_names)
         state = state_from_files(root, files, DatasetState(schema, name or root.name, default_mask))
         if files:
-            problems = schema.differences(state.schema)
-            if name is not None and name != state.dataset_name:
-                problems.append(f"dataset_name: {state.dataset_name!r} on disk, {name!r} here")
-            if mask is not None and mask != state.action_mask:
-                problems.append(f"action_mask: {state.action_mask} on disk, {mask} here")
-            if problems:
-                raise DatasetError(f"cannot append to {root}, it was recorded differently: {'; '.join(problems)}. "
-                                   "Use the same settings (None keeps the dataset's name and mask), or a new root")
+            check_append(root, schema, name, mask, state)
         write_meta(root, state)  # rewrites only what differs: nothing, unless a crash cut the last save short
         return state
 
@@ -142,13 +137,18 @@ class DatasetWriter:
         elif not (isinstance(timestamp, (int, float, np.number)) and math.isfinite(timestamp)):
             raise ValueError(f"timestamp is {timestamp!r}; expected seconds since the episode start, or None")
         self._check_images(images, ep)
-        encoded = {cam: encode_image(images[cam], self._format, self._quality) for cam in schema.camera_names}
-        for cam, data in encoded.items():
-            ep.images[cam].append(data)
+        self._store_images(ep, images)
+        for cam in schema.camera_names:
             ep.shapes.setdefault(cam, list(images[cam].shape))
         ep.states.append(s)
         ep.actions.append(a)
         ep.timestamps.append(float(timestamp))
+
+    def _store_images(self, ep: _Episode, images: Mapping[str, np.ndarray]) -> None:
+        """Keep the frame's images (encoded, so an episode in memory stays small)."""
+        encoded = {cam: encode_image(images[cam], self._format, self._quality) for cam in self._state.schema.camera_names}
+        for cam, data in encoded.items():
+            ep.images[cam].append(data)
 
     def _check_images(self, images: Mapping[str, np.ndarray], ep: _Episode) -> None:
         cams = self._state.schema.camera_names
@@ -213,7 +213,7 @@ class DatasetWriter:
         finally:
             self._lock.release()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -228,6 +228,18 @@ class DatasetWriter:
         if self._episode is None:
             raise RuntimeError(f"{what}() needs an episode in progress; call start_episode(instruction) first")
         return self._episode
+
+
+def check_append(root: Path, schema: Schema, name: str | None, mask: list[bool] | None, state: DatasetState) -> None:
+    """Refuse to append with other features, name or mask than the dataset on disk has."""
+    problems = schema.differences(state.schema)
+    if name is not None and name != state.dataset_name:
+        problems.append(f"dataset_name: {state.dataset_name!r} on disk, {name!r} here")
+    if mask is not None and mask != state.action_mask:
+        problems.append(f"action_mask: {state.action_mask} on disk, {mask} here")
+    if problems:
+        raise DatasetError(f"cannot append to {root}, it was recorded differently: {'; '.join(problems)}. "
+                           "Use the same settings (None keeps the dataset's name and mask), or a new root")
 
 
 def _names(names: Sequence[str], what: str) -> list[str]:

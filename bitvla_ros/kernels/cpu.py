@@ -3,19 +3,23 @@
 The weights stay packed (2 bits a weight, the ``PackedTernary`` codes themselves: ``prepare``
 keeps no int8 or float copy). Each call quantizes the activations per token exactly like
 ``quantize_activations_int8`` (same fp32 operations, fused in C++), takes the integer dot
-products with u8 × s8 SIMD multiply-adds (AVX-512 VNNI, AVX2, or portable code, chosen at
-run time) as ``dot(w + 1, q) − sum(q)``, and applies the reference epilogue
+products with u8 × s8 SIMD multiply-adds (AVX-512 VNNI, AVX-VNNI, AVX2, or portable code,
+chosen at run time) as ``dot(w + 1, q) − sum(q)``, and applies the reference epilogue
 ``acc.float() * (scale / xs)``: the result is bit-identical to the reference backend.
 
-Two schedules (bitvla_ros/kernels/csrc/ternary_cpu_kernel.h): for short inputs the 2-bit fields
+Schedules (bitvla_ros/kernels/csrc/ternary_cpu_kernel.h): for short inputs the 2-bit fields
 are decoded in registers right before the multiply-add; from ``PRE_DECODE_MIN_ROWS`` rows on, a
 dozen weight rows at a time are decoded into a small per-thread u8 buffer (transient, ~K*12
-bytes) that all row tiles reuse. Work is split over output columns with at::parallel_for.
+bytes) that all row tiles reuse. With AVX-512 VNNI and 128 rows or more, the broadcast tiles
+(ternary_cpu.cpp): 64 weight rows decoded into the VNNI layout (~K*64 bytes per thread, in L2),
+each row's 4 activations of a k-group broadcast against them, 24 int32 accumulators of 16
+finished outputs each: no horizontal sums (1.3-1.8x the pre-decoded rows at 512-626 rows).
+Work is split over output columns with at::parallel_for.
 
 The extension is compiled on first use (``available()`` or ``prepare()``, never at import) with
 torch.utils.cpp_extension, about 20-40 s cold, and cached in ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``). Without a working compiler the backend reports itself unavailable
-and says why once in the log. ``BITVLA_CPU_ISA=portable|avx2|avx512vnni`` forces an instruction set
+and says why once in the log. ``BITVLA_CPU_ISA=portable|avx2|avxvnni|avx512vnni`` forces an instruction set
 (one the CPU has), e.g. to test the portable path.
 """
 
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _SOURCES = ("ternary_cpu.cpp", "ternary_cpu_kernel.h")
-_ISAS = {"portable": 0, "avx2": 1, "avx512vnni": 2}
+_ISAS = {"portable": 0, "avx2": 1, "avx512vnni": 2, "avxvnni": 3}
 _FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)
 
 # Rows from which weights are decoded once per batch of rows into a buffer instead of in
@@ -118,7 +122,7 @@ def _require():
 
 
 def isa() -> str:
-    """The instruction set the kernel uses here ('avx512vnni', 'avx2' or 'portable')."""
+    """The instruction set the kernel uses here ('avx512vnni', 'avxvnni', 'avx2' or 'portable')."""
     return _require().isa_name(_state["isa"])
 
 
@@ -131,7 +135,12 @@ def _isa_id(name: str | None) -> int:
     return _ISAS[name]
 
 
-_SCHEDULES = {"auto": 0, "registers": 1, "predecode": 2}
+# auto: registers below PRE_DECODE_MIN_ROWS rows, pre-decoded from there, and from 128 rows the
+# broadcast tiles where the ISA has them (AVX-512 VNNI: VNNI-layout weight tiles decoded per
+# thread, natural-order activations); tiles forces those at any M. The autotuner times auto
+# against plain pre-decoding and configures the faster.
+_SCHEDULES = {"auto": 0, "registers": 1, "predecode": 2, "tiles": 3}
+_HALF_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
 def _check(x: torch.Tensor, weight: PackedTernary) -> torch.Tensor:
@@ -146,34 +155,40 @@ def _check(x: torch.Tensor, weight: PackedTernary) -> torch.Tensor:
 
 
 def ternary_matmul_cpu(x: torch.Tensor, weight: PackedTernary, *, isa: str | None = None,
-                       schedule: str = "auto") -> torch.Tensor:
+                       schedule: str | None = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """y = x · Wᵀ in fp32 (fp64 for fp64 input, like the reference), bit-identical to
-    ``ternary_matmul_reference``. ``isa`` and ``schedule`` ('auto', 'registers', 'predecode')
-    override the automatic choices, for tests and benchmarks."""
+    ``ternary_matmul_reference``; with ``out_dtype`` bf16 / fp16 that result rounded as
+    ``.to(out_dtype)`` rounds it, written directly. ``isa`` and ``schedule`` ('auto',
+    'registers', 'predecode', 'tiles') override the configured choices, for tests and benchmarks."""
     ext = _state.get("ext") or _require()
     rows = _check(x, weight)
-    isa_id, mode = _isa_id(isa), _SCHEDULES[schedule]
+    isa_id, mode = _isa_id(isa), _SCHEDULES[schedule or _state.get("schedule", "auto")]
     codes = weight.codes if weight.codes.is_contiguous() else weight.codes.contiguous()
     if rows.dtype in _FLOAT_INPUTS and weight.scale.dtype == torch.float32:
-        y = ext.matmul(rows, codes, weight.in_features, weight.scale, isa_id, mode, PRE_DECODE_MIN_ROWS)
+        kind = _HALF_KINDS.get(out_dtype, 0)
+        y = ext.matmul(rows, codes, weight.in_features, weight.scale, isa_id, mode, PRE_DECODE_MIN_ROWS, kind)
+        if y.dtype != out_dtype:
+            y = y.to(out_dtype)
     else:
         # Other dtypes (fp64, ints): quantize in torch, exactly as the reference does, and keep
         # its epilogue (and so its output dtype).
         xq, xs = quantize_activations_int8(rows)
         acc = ext.matmul_codes(xq.contiguous(), codes, weight.in_features, isa_id, mode, PRE_DECODE_MIN_ROWS)
         y = acc.float() * (weight.scale / xs)
+        if out_dtype != torch.float32:
+            y = y.to(out_dtype)
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], weight.out_features)
 
 
 def ternary_accumulate_cpu(xq: torch.Tensor, weight: PackedTernary, *, isa: str | None = None,
-                           schedule: str = "auto") -> torch.Tensor:
+                           schedule: str | None = None) -> torch.Tensor:
     """The exact int32 accumulator Σ_k xq[m, k] · w[n, k] for int8 codes xq (…, K)."""
     ext = _require()
     rows = _check(xq, weight)
     if rows.dtype != torch.int8:
         raise ValueError(f"expected int8 activation codes, got {rows.dtype}")
-    acc = ext.matmul_codes(rows, weight.codes.contiguous(), weight.in_features, _isa_id(isa), _SCHEDULES[schedule],
-                           PRE_DECODE_MIN_ROWS)
+    acc = ext.matmul_codes(rows, weight.codes.contiguous(), weight.in_features, _isa_id(isa),
+                           _SCHEDULES[schedule or _state.get("schedule", "auto")], PRE_DECODE_MIN_ROWS)
     return acc.reshape(*xq.shape[:-1], weight.out_features)
 
 
@@ -216,3 +231,27 @@ class CpuBackend:
     @staticmethod
     def matmul(x: torch.Tensor, prepared: PackedTernary) -> torch.Tensor:
         return ternary_matmul_cpu(x, prepared)
+
+    @staticmethod
+    def matmul_to(x: torch.Tensor, prepared: PackedTernary, dtype: torch.dtype) -> torch.Tensor:
+        """``matmul(x, prepared).to(dtype)`` in one pass (the rounding written by the kernel)."""
+        return ternary_matmul_cpu(x, prepared, out_dtype=dtype)
+
+    @staticmethod
+    def variants() -> list[dict]:
+        """Instruction sets x schedules the kernel can use here, for the autotuner to time (only
+        the forced ISA under BITVLA_CPU_ISA)."""
+        ext = _require()
+        if os.environ.get("BITVLA_CPU_ISA", "").strip():
+            isas = [ext.isa_name(_state["isa"])]
+        else:
+            isas = [n for n in ("avx512vnni", "avxvnni", "avx2") if ext.isa_supported(_ISAS[n])] or ["portable"]
+        return [{"isa": n, "schedule": sch} for n in isas for sch in (("auto", "predecode") if n == "avx512vnni" else ("auto",))]
+
+    @staticmethod
+    def configure(isa: str, schedule: str = "auto") -> None:
+        """Use this instruction set and schedule from now on (an ISA the CPU has)."""
+        if schedule not in _SCHEDULES:
+            raise ValueError(f"schedule {schedule!r}; expected one of {sorted(_SCHEDULES)}")
+        _state["isa"] = _isa_id(isa)
+        _state["schedule"] = schedule

@@ -1,8 +1,10 @@
 """The int8 fallback: ternary codes held as int8 and an int8 × int8 → int32 matmul.
 
-For machines the packed paths do not cover (a GPU without the Triton W2A8 kernels, a CPU where
-the C++ kernel cannot be built). bitsandbytes' int8 matmul runs it on CUDA; `torch._int_mm`
-(oneDNN, VNNI where the CPU has it) on the CPU. It pays for its reach in memory: `prepare`
+For machines the packed paths do not cover (a GPU without the Triton W2A8 kernels, i.e. older than
+sm80 or without triton; a CPU where the C++ kernel cannot be built). bitsandbytes' int8 matmul
+runs it on CUDA (``available_on("cuda")`` runs a tiny one on this GPU once, so `auto` takes it only
+where it works); `torch._int_mm` (oneDNN, VNNI where the CPU has it) on the CPU. The CUDA and CPU
+paths are separate functions. It pays for its reach in memory: `prepare`
 unpacks each matrix to int8, four times the packed size.
 """
 
@@ -49,20 +51,58 @@ def _bitsandbytes():
     return bnb_f
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_int8_status(index: int | None = None) -> tuple[bool, str]:
+    """(usable, description or reason): bitsandbytes' int8 matmul on CUDA device ``index``
+    (default: the current one), checked on a tiny product once per process."""
+    if not torch.cuda.is_available():
+        return False, "no CUDA device for bitsandbytes' int8 matmul"
+    bnb_f = _bitsandbytes()
+    if bnb_f is None:
+        return False, "bitsandbytes is not installed (pip install -r requirements-gpu.txt)"
+    index = torch.cuda.current_device() if index is None else index
+    cap = torch.cuda.get_device_capability(index)
+    gpu = f"{torch.cuda.get_device_name(index)} (sm{cap[0]}{cap[1]})"
+    try:
+        a = torch.ones(2, _CUDA_K_MULTIPLE, dtype=torch.int8, device=torch.device("cuda", index))
+        ok = int(bnb_f.int8_linear_matmul(a, a)[0, 0]) == _CUDA_K_MULTIPLE
+    except Exception as e:  # noqa: BLE001 - an unsupported GPU or a broken install: not usable
+        return False, f"bitsandbytes' int8 matmul does not run on {gpu}: {type(e).__name__}: {e}"
+    if not ok:
+        return False, f"bitsandbytes' int8 matmul gives wrong sums on {gpu}"
+    import bitsandbytes
+
+    return True, f"bitsandbytes {bitsandbytes.__version__} int8 matmul on {gpu}"
+
+
 class Int8Backend:
     name = "int8"
     devices = ("cpu", "cuda")
-    # On CPUs `_int_mm` is fast only with AVX-512 VNNI (and slower than the reference without it):
-    # `auto` takes it for CUDA tensors only; on a CPU it is there to be chosen by name.
+    # On CPUs `_int_mm` is fast only with VNNI or AMX (and slower than the reference without it):
+    # the static `auto` order takes it for CUDA tensors only; on a CPU the autotuner
+    # (kernels/autotune.py) times it against the cpu kernel on the model's shapes, or a user
+    # chooses it by name.
     auto_devices = ("cuda",)
 
     @staticmethod
     def available() -> bool:
-        return _cpu_int_mm_works() or (torch.cuda.is_available() and _bitsandbytes() is not None)
+        return _cpu_int_mm_works() or cuda_int8_status()[0]
 
     @staticmethod
     def unavailable_reason() -> str:
         return "torch._int_mm does not run here and bitsandbytes has no CUDA device"
+
+    @staticmethod
+    def available_on(device_type: str) -> bool:
+        return cuda_int8_status()[0] if device_type == "cuda" else _cpu_int_mm_works()
+
+    @staticmethod
+    def unavailable_reason_on(device_type: str) -> str:
+        return cuda_int8_status()[1] if device_type == "cuda" else "torch._int_mm does not run on this CPU"
+
+    @staticmethod
+    def describe(device_type: str) -> str:
+        return cuda_int8_status()[1] if device_type == "cuda" else "torch._int_mm"
 
     @staticmethod
     def prepare(weight: PackedTernary) -> Int8Weight:
@@ -77,12 +117,20 @@ class Int8Backend:
         if x.shape[-1] != k:
             raise ValueError(f"input has {x.shape[-1]} features, the ternary weight expects {k}")
         xq, xs = quantize_activations_int8(x.reshape(-1, k))
-        if xq.is_cuda:
-            if w.codes.shape[1] != k:
-                xq = F.pad(xq, (0, w.codes.shape[1] - k))
-            bnb_f = _bitsandbytes()
-            acc = bnb_f.int8_linear_matmul(xq, w.codes) if bnb_f is not None else torch._int_mm(xq, w.codes.t())
-        else:
-            acc = torch._int_mm(xq, w.codes.t())
+        acc = _int8_matmul_cuda(xq, w) if xq.is_cuda else _int8_matmul_cpu(xq, w)
         y = acc.float() * (w.scale / xs)
         return y.reshape(*x.shape[:-1], w.out_features)
+
+
+def _int8_matmul_cuda(xq: torch.Tensor, w: Int8Weight) -> torch.Tensor:
+    """int32 (M, N) = xq · codesᵀ by bitsandbytes on the GPU (K zero-padded as ``prepare`` did)."""
+    if w.codes.shape[1] != xq.shape[1]:
+        xq = F.pad(xq, (0, w.codes.shape[1] - xq.shape[1]))
+    bnb_f = _bitsandbytes()
+    if bnb_f is None:
+        raise RuntimeError("the int8 backend on CUDA needs bitsandbytes (pip install -r requirements-gpu.txt)")
+    return bnb_f.int8_linear_matmul(xq, w.codes)
+
+
+def _int8_matmul_cpu(xq: torch.Tensor, w: Int8Weight) -> torch.Tensor:
+    return torch._int_mm(xq, w.codes.t())

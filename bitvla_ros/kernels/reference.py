@@ -29,7 +29,7 @@ def ternary_matmul_reference(x: torch.Tensor, weight: PackedTernary) -> torch.Te
 
 class ReferenceBackend:
     name = "reference"
-    devices = ("cpu", "cuda")
+    devices = ("cpu", "cuda", "meta")  # plain torch ops: meta too (shape-only runs, device tests)
 
     @staticmethod
     def available() -> bool:

@@ -12,8 +12,10 @@ that fails is logged and not used, and if the activation quantizer fails the bac
 run. Set BITVLA_CUDA_SELFCHECK=0 to skip it.
 
 The backend runs on CUDA tensors (``devices``); should a CPU tensor reach ``matmul`` anyway, it goes
-to the next available backend of the auto order (with TRITON_INTERPRET=1 set, the kernels run on
-CPU tensors through Triton's interpreter instead, which is how the tests check them without a GPU).
+to the next available backend of the auto order. With TRITON_INTERPRET=1 set (before triton is
+imported) the backend is available without a GPU and also runs on CPU tensors, through Triton's
+interpreter: that is how the tests run the node's whole CUDA path on a CPU machine. ``auto``
+never picks it for CPU tensors (the interpreter is far slower than any CPU backend).
 """
 
 from __future__ import annotations
@@ -64,9 +66,17 @@ def _kernels():
     return triton_w2a8
 
 
+class _Devices:
+    """``CudaBackend.devices``: CUDA tensors, and CPU tensors too under the Triton interpreter."""
+
+    def __get__(self, obj, owner) -> tuple[str, ...]:
+        return ("cpu", "cuda") if interpreting() else ("cuda",)
+
+
 class CudaBackend:
     name = "cuda"
-    devices = ("cuda",)
+    devices = _Devices()
+    auto_devices = ("cuda",)
     _status: tuple[bool, str] | None = None
     _checked: dict = {}  # device index -> set of broken kinds
     _lock = threading.Lock()
@@ -75,6 +85,14 @@ class CudaBackend:
 
     @classmethod
     def _probe(cls) -> tuple[bool, str]:
+        if interpreting() and not torch.cuda.is_available():
+            try:
+                import triton
+
+                _kernels()
+            except Exception as e:  # noqa: BLE001
+                return False, f"triton is not importable: {type(e).__name__}: {e}"
+            return True, f"Triton {triton.__version__} interpreter on CPU tensors (TRITON_INTERPRET=1)"
         if not torch.cuda.is_available():
             return False, f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})"
         try:
@@ -110,6 +128,10 @@ class CudaBackend:
     def unavailable_reason(cls) -> str | None:
         ok, why = cls.status()
         return None if ok else why
+
+    @classmethod
+    def describe(cls, device_type: str = "cuda") -> str:
+        return "Triton W2A8, " + cls.status()[1]
 
     # --- protocol ----------------------------------------------------------------------------
 

@@ -107,7 +107,9 @@ class BitLinear(nn.Module):
                 self._prepared = None
             if self._prepared is None:
                 self._prepared = self._backend.prepare(self.packed_weight())
-            y = self._backend.matmul(x, self._prepared).to(x.dtype)
+            # A backend may round its fp32 result to x's dtype itself (one pass less over y).
+            fused = getattr(self._backend, "matmul_to", None)
+            y = fused(x, self._prepared, x.dtype) if fused else self._backend.matmul(x, self._prepared).to(x.dtype)
             return y + self.bias.to(x.dtype) if self.bias is not None else y
         if not self.quantize:
             return F.linear(x, self.weight, self.bias)

@@ -8,6 +8,9 @@ One forward pass turns (token ids, images, normalized proprio) into a normalized
 3. one LLM pass with bidirectional attention over every non-pad token;
 4. read each action slot from the hidden state one position *before* it (the shifted read-out),
    reshape 56 → 8 × (7 · hidden) timestep-major, and run the action head.
+``forward`` is ``token_positions`` (the layout checks and token positions, on the host) then
+``forward_at`` (steps 1–4 at those positions, on the device, no host synchronization): the one
+forward pass, run eagerly or replayed from a CUDA graph (model/cuda_graph.py).
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bitvla_ros.kernels import autotune, heap
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.bitnet import BitNetModel
 from bitvla_ros.model.config import BitVLAConfig
 from bitvla_ros.model.embedding import QuantizedEmbedding
 from bitvla_ros.model.heads import L1ActionHead, ProprioProjector, Projector
 from bitvla_ros.model.vision import VisionEncoder
+
+# Text tokens of a chunk besides images and action slots: the prompt template and a ~12-word
+# instruction (626 tokens in all at full size, as bench/model.py's inputs).
+TYPICAL_TEXT_TOKENS = 58
 
 
 class BitVLA(nn.Module):
@@ -33,6 +41,7 @@ class BitVLA(nn.Module):
         self.llm = BitNetModel(config.text)
         self.proprio_projector = ProprioProjector(config.proprio_dim, h) if config.use_proprio else None
         self.action_head = L1ActionHead(h, config.action_dim, config.action_head_blocks)
+        self.kernel_tuning: autotune.Tuning | None = None  # set by set_backend('auto') on a CPU
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,32 +83,68 @@ class BitVLA(nn.Module):
             )
         return image_mask, proprio_mask, action_mask
 
+    def token_positions(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
+                        attention_mask: torch.Tensor | None = None) -> dict:
+        """The host part of the forward: check the token layout and find, once, the positions of the
+        image tokens, the proprio token and the read-out rows (slot p is read from p - 1).
+
+        This is the only part that synchronizes with the host (``bool``, ``nonzero``); what it
+        returns is the keyword set of ``forward_at``, whose shapes are fixed for a fixed token count,
+        so a CUDA graph can replay ``forward_at`` for every prompt of that length.
+        """
+        cfg = self.config
+        ids = input_ids.detach().to("cpu")
+        b, device = ids.shape[0], input_ids.device
+        image_mask, proprio_mask, action_mask = self.token_masks(ids, pixel_values, proprio)
+        out = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
+               "image_pos": image_mask.nonzero()[:, 1].view(b, cfg.num_images * cfg.vision.num_patches).to(device),
+               "read_pos": (action_mask.nonzero()[:, 1].view(b, cfg.num_action_slots) - 1).to(device)}
+        if proprio_mask is not None:
+            out["proprio"] = proprio
+            out["proprio_pos"] = proprio_mask.nonzero()[:, 1].view(b, 1).to(device)
+        return out
+
+    def embed_at(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, image_pos: torch.Tensor,
+                 proprio: torch.Tensor | None = None, proprio_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The LLM input embeddings: token rows, image features and the projected proprio written at
+        their positions, action slots zeroed. No host synchronization."""
+        embeds = self.llm.embed_tokens(input_ids).to(self.dtype)
+        h = embeds.shape[-1]
+        image_feats = self.encode_images(pixel_values).to(embeds.dtype)
+        embeds = embeds.scatter(1, image_pos.unsqueeze(-1).expand(-1, -1, h), image_feats)
+        if self.proprio_projector is not None:
+            p = self.proprio_projector(proprio.to(self.dtype)).to(embeds.dtype).reshape(-1, 1, h)
+            embeds = embeds.scatter(1, proprio_pos.unsqueeze(-1).expand(-1, -1, h), p)
+        # Action slots enter as zero vectors: no token embedding, position comes from RoPE only.
+        action_mask = input_ids > self.config.tokens.proprio
+        return embeds * (~action_mask).unsqueeze(-1).to(embeds.dtype)
+
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                      proprio: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM input embeddings and the action-slot mask (B, L)."""
-        image_mask, proprio_mask, action_mask = self.token_masks(input_ids, pixel_values, proprio)
-        embeds = self.llm.embed_tokens(input_ids).to(self.dtype)
-        image_feats = self.encode_images(pixel_values)
-        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_feats.to(embeds.dtype))
-        if proprio_mask is not None:
-            embeds = embeds.masked_scatter(proprio_mask.unsqueeze(-1),
-                                           self.proprio_projector(proprio.to(self.dtype)).to(embeds.dtype))
-        # Action slots enter as zero vectors: no token embedding, position comes from RoPE only.
-        embeds = embeds * (~action_mask).unsqueeze(-1).to(embeds.dtype)
-        return embeds, action_mask
+        pos = self.token_positions(input_ids, pixel_values, proprio)
+        embeds = self.embed_at(input_ids, pixel_values, pos["image_pos"], proprio, pos.get("proprio_pos"))
+        return embeds, input_ids > self.config.tokens.proprio
+
+    def read_out(self, hidden: torch.Tensor, read_pos: torch.Tensor) -> torch.Tensor:
+        """Hidden states at the read-out rows, timestep-major, through the action head (fp32)."""
+        cfg = self.config
+        idx = read_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        gathered = hidden.gather(1, idx).reshape(hidden.shape[0], cfg.action_chunk, cfg.action_dim * hidden.shape[-1])
+        return self.action_head(gathered).float()
+
+    def forward_at(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, image_pos: torch.Tensor,
+                   read_pos: torch.Tensor, proprio: torch.Tensor | None = None, proprio_pos: torch.Tensor | None = None,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The device part of the forward (no host synchronization, fixed shapes): what a CUDA
+        graph captures (model/cuda_graph.py) and what ``forward`` runs eagerly."""
+        embeds = self.embed_at(input_ids, pixel_values, image_pos, proprio, proprio_pos)
+        return self.read_out(self.llm(embeds, attention_mask), read_pos)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """→ normalized actions (B, action_chunk, action_dim), in fp32."""
-        cfg = self.config
-        embeds, action_mask = self.embed_inputs(input_ids, pixel_values, proprio)
-        hidden = self.llm(embeds, attention_mask)
-        b = input_ids.shape[0]
-        slots = action_mask.nonzero()[:, 1].view(b, cfg.num_action_slots)  # row-major, so sorted per row
-        # Shifted read-out: slot p is predicted from the hidden state at p - 1.
-        idx = (slots - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        gathered = hidden.gather(1, idx).reshape(b, cfg.action_chunk, cfg.action_dim * hidden.shape[-1])
-        return self.action_head(gathered).float()
+        return self.forward_at(**self.token_positions(input_ids, pixel_values, proprio, attention_mask))
 
     # --- deploy form -------------------------------------------------------------------------
 
@@ -120,6 +165,8 @@ class BitVLA(nn.Module):
             raise ValueError(f"embedding storage must be 'int8' or 'float', got {embedding!r}")
         if dtype is not None:
             cast_parameters(self, dtype)
+        if backend == "auto":
+            self.set_backend("auto")  # measured, now that the codes and dtype are final
         return self
 
     @classmethod
@@ -137,9 +184,35 @@ class BitVLA(nn.Module):
         return model
 
     def set_backend(self, name: str = "auto") -> None:
+        """The kernel backend of every packed layer. ``auto`` with the codes on the CPU times the
+        available backends on this model's shapes (or reads this machine's cached timings):
+        ``kernel_tuning`` keeps the choice and the figures behind it."""
+        self.kernel_tuning = None
+        if self.deployed and self.device_of_codes() == "cpu":
+            heap.keep_activation_pages()
+        if name == "auto" and self.deployed and self.device_of_codes() == "cpu" and autotune.enabled():
+            self.kernel_tuning = autotune.tune(self.kernel_workload(), dtype=self.dtype)
+            name = self.kernel_tuning.choice.backend
         for _, layer in self.ternary_layers():
             if layer.deployed:
                 layer.set_backend(name)
+
+    def device_of_codes(self) -> str:
+        return self.ternary_layers()[0][1].qweight.device.type
+
+    def kernel_workload(self) -> list[autotune.Workload]:
+        """The packed matmuls of one chunk: one layer per distinct (rows, in, out) shape, with how
+        many layers share it. Rows: the images' patches in the vision tower, those plus the
+        action slots and a typical instruction's text in the LLM."""
+        cfg = self.config
+        image_rows = cfg.num_images * cfg.vision.num_patches
+        rows = {"vision": image_rows, "llm": image_rows + cfg.num_action_slots + TYPICAL_TEXT_TOKENS}
+        groups: dict[tuple[int, int, int], list] = {}
+        for name, layer in self.ternary_layers():
+            r = rows.get(name.split(".")[0])
+            if r is not None and layer.deployed:
+                groups.setdefault((r, layer.in_features, layer.out_features), [layer.packed_weight(), 0])[1] += 1
+        return [autotune.Workload(r, w, n) for (r, _, _), (w, n) in groups.items()]
 
     @property
     def deployed(self) -> bool:

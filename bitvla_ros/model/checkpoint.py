@@ -9,6 +9,7 @@ Packed (ours): config.json (published layout + `bitvla_ros.format = "packed"`), 
 model.safetensors with 2-bit codes + an fp32 scale per ternary linear, int8 rows + scales for the
 embedding, bf16 for everything else; tokenizer files and dataset_statistics.json copied along.
 It loads into a deploy-form skeleton by memory map: no float copy of a ternary layer is ever made.
+With a ``device`` (e.g. cuda:0) each tensor goes from the map straight to it, codes as codes.
 """
 
 from __future__ import annotations
@@ -64,17 +65,21 @@ def checkpoint_format(directory: str | Path) -> str:
 
 
 def load_model(directory: str | Path, backend: str = "auto", deploy: bool = True,
-               dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load either format. Published master weights are ternarized on load unless deploy=False."""
+               dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load either format onto ``device``. Published master weights are ternarized on load (on the
+    CPU, then moved as codes) unless deploy=False."""
     directory = Path(directory)
     fmt = checkpoint_format(directory)
     if fmt == PACKED_FORMAT:
         if not deploy:
             raise CheckpointError(f"{directory} is a packed deployment folder; it has no master weights to train")
-        return LoadedModel(load_packed(directory, backend=backend, dtype=dtype), directory, fmt)
+        return LoadedModel(load_packed(directory, backend=backend, dtype=dtype, device=device), directory, fmt)
     model = load_published(directory, dtype=dtype or torch.float32)
     if deploy:
-        model.to_deploy(backend)
+        model.to_deploy("reference").to(device)
+        model.set_backend(backend)  # resolved for the device the codes are on now
+    else:
+        model.to(device)
     return LoadedModel(model, directory, fmt)
 
 
@@ -175,8 +180,10 @@ def save_packed(model: BitVLA, directory: str | Path, stats: dict | None = None,
     return directory
 
 
-def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype | None = None) -> BitVLA:
-    """A deploy-form BitVLA whose tensors are memory-mapped from the packed folder."""
+def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype | None = None,
+                device: str | torch.device = "cpu") -> BitVLA:
+    """A deploy-form BitVLA whose tensors are memory-mapped from the packed folder (on the CPU), or
+    copied from the map straight to ``device``, as they are stored (2-bit codes stay codes)."""
     directory = Path(directory)
     raw = _read_json(_config_path(directory))
     ours = raw.get("bitvla_ros", {})
@@ -191,6 +198,9 @@ def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype
         state = load_mmap(path)
     except SafetensorsError as e:
         raise CheckpointError(str(e)) from None
+    device = torch.device(device)
+    if device.type != "cpu":
+        state = {k: v.to(device) for k, v in state.items()}
     model = BitVLA.deploy_skeleton(config, embedding=ours.get("embedding", "int8"))
     state.pop(PACKED_LANGUAGE_HEAD, None)  # generation reads it on demand (language_head)
     _check_and_assign(model, state, str(path), dtype=None)

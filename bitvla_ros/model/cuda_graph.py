@@ -8,14 +8,12 @@ tens of milliseconds of CPU time. Captured once in a CUDA graph and replayed, it
   and the values of non-tensor arguments), with static input buffers, a warm-up on a side stream
   before capture, one memory pool shared by its graphs, and an LRU cache of graphs. Each call
   copies the inputs into the static buffers, replays, and returns (a clone of) the outputs.
-- ``BitVLAGraphForward(model)``: ``model(**batch)`` made capturable. ``BitVLA.forward`` checks the
-  token layout with ``bool(tensor)`` and finds the action slots with ``nonzero()``, both of which
-  synchronize with the host and cannot be captured. Here those checks and the positions of the
-  image, proprio and action tokens are computed on the host from ``input_ids`` first; the device
-  part (the same modules, in the same order, with ``scatter``/``gather`` at those positions) then
-  has fixed shapes for a fixed token count, and the positions are ordinary static inputs, so one
-  graph serves every prompt of the same length. ``eager(**batch)`` runs the same two parts without
-  a graph (any device; equal to ``model(**batch)`` bit for bit, which the tests check).
+- ``BitVLAGraphForward(model)``: ``model(**batch)`` with its device part in a graph.
+  ``BitVLA.forward`` is a host part (``token_positions``: layout checks with ``bool(tensor)``, token
+  positions with ``nonzero()``, which cannot be captured) and a device part (``forward_at``: fixed
+  shapes for a fixed token count, positions as ordinary inputs). Only the device part is captured,
+  so one graph serves every prompt of the same length, and there is no second copy of the forward.
+- ``DeployedForward(model)``: what the predictor runs per chunk, graph or eager, and why.
 
 Importing this module needs no GPU; making a ``CUDAGraphRunner`` without CUDA raises
 ``CUDAGraphUnavailable`` with the reason.
@@ -23,6 +21,7 @@ Importing this module needs no GPU; making a ``CUDAGraphRunner`` without CUDA ra
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -147,74 +146,85 @@ class CUDAGraphRunner:
 
 
 class BitVLAGraphForward:
-    """``model(**batch)`` as a host part (checks, token positions) and a capturable device part.
+    """``model(**batch)`` with its device part replayed from a CUDA graph.
 
-    ``__call__`` replays a CUDA graph per token count (captured on first use); ``eager`` runs the
-    two parts without a graph. Call ``reset()`` after changing the model's weights' storage or its
-    kernel backend.
+    ``BitVLA.forward`` is ``token_positions`` (host: layout checks, token positions) then
+    ``forward_at`` (device, fixed shapes for a fixed token count). This runs the first eagerly and
+    replays a graph of the second, captured per token count on first use (so one graph serves
+    every prompt of the same length). Call ``reset()`` after changing the model's weights' storage
+    or its kernel backend.
     """
 
     def __init__(self, model, *, warmup: int = 2, max_graphs: int = 4):
         self.model = model
-        self._warmup, self._max_graphs = warmup, max_graphs
-        self._runner: CUDAGraphRunner | None = None
-
-    # --- host part ---------------------------------------------------------------------------
-
-    def host_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
-                    attention_mask: torch.Tensor | None = None) -> dict:
-        """Validate the token layout (``BitVLA.token_masks``) and add the positions of the image
-        tokens, the proprio token and the read-out rows, on the model's device."""
-        model, cfg = self.model, self.model.config
-        ids = input_ids.detach().to("cpu")
-        b = ids.shape[0]
-        image_mask, proprio_mask, action_mask = model.token_masks(ids, pixel_values, proprio)
-        device = input_ids.device
-        out = {"input_ids": input_ids, "pixel_values": pixel_values, "attention_mask": attention_mask,
-               "image_pos": image_mask.nonzero()[:, 1].view(b, cfg.num_images * cfg.vision.num_patches).to(device)}
-        if proprio_mask is not None:
-            out["proprio"] = proprio
-            out["proprio_pos"] = proprio_mask.nonzero()[:, 1].view(b, 1).to(device)
-        # Shifted read-out: slot p is predicted from the hidden state at p - 1.
-        out["read_pos"] = (action_mask.nonzero()[:, 1].view(b, cfg.num_action_slots) - 1).to(device)
-        return out
-
-    # --- device part -------------------------------------------------------------------------
-
-    def device_forward(self, input_ids, pixel_values, image_pos, read_pos, proprio=None, proprio_pos=None,
-                       attention_mask=None):
-        """``BitVLA.forward`` after the host part: no synchronization, fixed shapes."""
-        model = self.model
-        cfg, tok = model.config, model.config.tokens
-        embeds = model.llm.embed_tokens(input_ids).to(model.dtype)
-        h = embeds.shape[-1]
-        image_feats = model.encode_images(pixel_values).to(embeds.dtype)
-        embeds = embeds.scatter(1, image_pos.unsqueeze(-1).expand(-1, -1, h), image_feats)
-        if model.proprio_projector is not None:
-            p = model.proprio_projector(proprio.to(model.dtype)).to(embeds.dtype).reshape(-1, 1, h)
-            embeds = embeds.scatter(1, proprio_pos.unsqueeze(-1).expand(-1, -1, h), p)
-        action_mask = input_ids > tok.proprio
-        embeds = embeds * (~action_mask).unsqueeze(-1).to(embeds.dtype)
-        hidden = model.llm(embeds, attention_mask)
-        idx = read_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        gathered = hidden.gather(1, idx).reshape(input_ids.shape[0], cfg.action_chunk, cfg.action_dim * hidden.shape[-1])
-        return model.action_head(gathered).float()
-
-    # --- entry points ------------------------------------------------------------------------
-
-    def eager(self, **batch) -> torch.Tensor:
-        return self.device_forward(**self.host_inputs(**batch))
+        self._runner = CUDAGraphRunner(model.forward_at, warmup=warmup, max_graphs=max_graphs)
 
     def __call__(self, **batch) -> torch.Tensor:
-        if self._runner is None:
-            self._runner = CUDAGraphRunner(self.device_forward, warmup=self._warmup, max_graphs=self._max_graphs)
-        inputs = self.host_inputs(**batch)
-        return self._runner(**inputs)
+        return self._runner(**self.model.token_positions(**batch))
+
+    def replay(self, positions: dict) -> tuple[torch.Tensor, bool]:
+        """``forward_at(**positions)`` from its graph; and whether that graph was captured now."""
+        new = self._runner.signature(positions) not in self._runner._graphs
+        return self._runner(**positions), new
 
     @property
     def num_graphs(self) -> int:
-        return 0 if self._runner is None else self._runner.num_graphs
+        return self._runner.num_graphs
 
     def reset(self) -> None:
-        if self._runner is not None:
-            self._runner.reset()
+        self._runner.reset()
+
+
+GRAPH, EAGER = "cuda-graph", "eager"
+
+
+class DeployedForward:
+    """The forward a predictor runs per chunk: ``model(**batch)``, replayed from CUDA graphs where
+    the model is on a CUDA device (and ``cuda_graphs`` is not False), eager elsewhere.
+
+    ``mode`` (GRAPH or EAGER) and ``reason`` say which and why. A prompt of a new token count is
+    captured on its first chunk (logged); should a capture fail, the forward falls back to eager
+    for good and ``reason`` says why. Both modes run the same ``BitVLA.forward_at``.
+    """
+
+    def __init__(self, model, cuda_graphs: bool | None = None, log: Callable[[str], None] | None = None):
+        self.model, self._log = model, log or (lambda msg: None)
+        device = model.device
+        self._graph = None
+        if cuda_graphs is False:
+            self.mode, self.reason = EAGER, "CUDA graphs turned off"
+        elif device.type != "cuda":
+            self.mode, self.reason = EAGER, f"model on {device}: CUDA graphs need a CUDA device"
+        else:
+            ok, why = cuda_graphs_available()
+            if ok:
+                self._graph = BitVLAGraphForward(model)
+                self.mode, self.reason = GRAPH, f"model on {device}: one CUDA graph per prompt length, replayed per chunk"
+            else:
+                self.mode, self.reason = EAGER, why
+        if cuda_graphs is True and self.mode != GRAPH:
+            raise CUDAGraphUnavailable(f"CUDA graphs were requested but cannot be used: {self.reason}")
+
+    def __call__(self, **batch) -> torch.Tensor:
+        positions = self.model.token_positions(**batch)
+        if self._graph is None:
+            return self.model.forward_at(**positions)
+        start = time.perf_counter()
+        try:
+            out, new = self._graph.replay(positions)
+        except CUDAGraphUnavailable as e:
+            self._graph, self.mode, self.reason = None, EAGER, f"capture failed, running eagerly: {e}"
+            self._log(f"CUDA graph {self.reason}")
+            return self.model.forward_at(**positions)
+        if new:
+            self._log(f"captured a CUDA graph for {batch['input_ids'].shape[1]} tokens "
+                      f"(warm-up included) in {time.perf_counter() - start:.2f} s")
+        return out
+
+    @property
+    def num_graphs(self) -> int:
+        return 0 if self._graph is None else self._graph.num_graphs
+
+    def reset(self) -> None:
+        if self._graph is not None:
+            self._graph.reset()

@@ -49,6 +49,7 @@ class PolicySettings:
     max_step_delta: list[float] = field(default_factory=list)
     hold_command: str = "none"
     start_enabled: bool = False
+    latency_compensation: bool = True  # False: a chunk starts when it arrives (stop and go, for slow models)
 
     def validate(self) -> "PolicySettings":
         if self.command_type not in (TRAJECTORY, STREAM):
@@ -103,6 +104,7 @@ class PolicyRunner:
         self.last_observation_age: float | None = None
         self._last_tick: float | None = None
         self._streamed_chunk = 0
+        self._last_sent: np.ndarray | None = None  # stream output: the command the robot has now
         self._predictor = None
         self._pending = None
         self._lock = threading.RLock()
@@ -178,7 +180,7 @@ class PolicyRunner:
         """Flush the queue, clear a fault, and forget the command in effect for the delta limit."""
         with self._lock:
             self.scheduler.flush()
-            self.scheduler.current = None
+            self.scheduler.current = self._last_sent = None
             self.fault = None
 
     def report(self, rejection: Rejected, now: float) -> None:
@@ -195,17 +197,28 @@ class PolicyRunner:
                 self.scheduler.flush()
         return changed
 
+    def _in_effect(self) -> np.ndarray | None:
+        """The command the robot follows now: the last one streamed, or the plan's current point."""
+        if self.settings.command_type == STREAM:
+            return self._last_sent
+        current = self.scheduler.current
+        return None if current is None else current.action
+
+    def _make_safe(self, plan: np.ndarray, current: np.ndarray | None) -> np.ndarray:
+        """The safety filter on a plan joining the queue, from the command in effect."""
+        return self.safety.apply_plan(plan, self._last_sent if self.settings.command_type == STREAM else current)
+
     def _hold(self, now: float) -> Command | None:
         """The hold command (`hold_command`), limited like any command against the one in effect."""
-        mode, current = self.settings.hold_command, self.scheduler.current
+        mode, previous = self.settings.hold_command, self._in_effect()
         if mode == "none":
             return None
-        previous = None if current is None else current.action
         target = np.zeros(len(self.settings.action_names)) if mode == "zero" else previous
         if target is None:
             return None
         action = self.safety.apply(target, previous)
         self.scheduler.current = ScheduledAction(action, 0, -1, float("nan"), now)
+        self._last_sent = action
         return Command(action[None], np.array([now]), stamp=float("nan"), chunk_id=-1, hold=True)
 
     def _fail(self, reason: str, now: float) -> Command | None:
@@ -262,7 +275,9 @@ class PolicyRunner:
                 return None
             self.latency.add(chunk.inference_s)
             try:
-                queued = self.scheduler.load(actions, obs.stamp, arrival, self.safety.apply_plan)
+                # Without compensation the plan is timed from its arrival: the arm waited for it.
+                start = obs.stamp if self.settings.latency_compensation else arrival
+                queued = self.scheduler.load(actions, start, arrival, self._make_safe)
             except Exception as e:  # noqa: BLE001 - the safety filter refused the plan
                 return self._fail(f"safety filter: {type(e).__name__}: {e}", arrival)
             if not queued:
@@ -292,7 +307,10 @@ class PolicyRunner:
             if item.chunk_id != self._streamed_chunk:
                 self._streamed_chunk = item.chunk_id
                 self.chunks_published += 1
-            return Command(item.action[None], np.array([item.due]), item.stamp, item.chunk_id)
+            # again against what was last sent: a late tick may have skipped an action of the plan
+            action = self.safety.apply(item.action, self._last_sent)
+            self._last_sent = action
+            return Command(action[None], np.array([item.due]), item.stamp, item.chunk_id)
 
     def trajectory(self, command: Command, now: float) -> TrajectoryTiming:
         """Header stamp and point times for publishing `command` as a trajectory at `now`."""

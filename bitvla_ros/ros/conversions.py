@@ -106,3 +106,16 @@ def rgb_to_compressed(msg, rgb: np.ndarray, fmt: str = "jpeg", quality: int = 95
         raise ValueError("image encoding failed")
     msg.format, msg.data = fmt, enc.tobytes()
     return msg
+
+
+def camera_input(topic: str):
+    """(message type, converter to RGB) for a camera topic: one ending in /compressed is a
+    sensor_msgs/CompressedImage, any other a sensor_msgs/Image."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    return (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
+
+
+def node_seconds(node) -> float:
+    """The node's clock (ROS time: /clock under use_sim_time) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9

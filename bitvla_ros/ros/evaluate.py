@@ -3,8 +3,10 @@
 The sim drives /clock and steps once per command; the policy runs on sim time, so its
 latency does not change what it sees (as in the published evaluation). For every episode the sim
 is reset to an init state (by default ones not used for recording) and the policy is reset and
-enabled. Writes results.json (episodes, success per task with a 95% Wilson interval, latency),
-success.png and an MP4 per episode.
+enabled. Several env seeds run in one call (`seeds`), each over the same init states; the states
+come from `init_start`/`episodes` or a named split (bitvla_ros/sim/splits.py). Writes results.json
+(episodes, success per task with a 95% Wilson interval per seed and pooled, latency), success.png
+and an MP4 per episode.
 
 Two protocols set the defaults: "ros" (this project's: held-out init states from 40, 128 px
 renders, the model's own image pipeline) and "libero", the published BitVLA evaluation
@@ -38,8 +40,10 @@ class EvalConfig:
     tasks: list[int] | None = None
     episodes: int | None = None
     init_start: int | None = None
-    seed: int | None = None           # env seed
+    seeds: list[int] | None = None    # env seeds; every one runs the same init states
+    split: str | None = None          # a named split of init states (train, validation, test) instead of the two above
     backend: str = "auto"
+    device: str = "auto"              # where the policy runs: auto, cpu, cuda, cuda:N
     image_size: int | None = None
     unnorm_key: str = ""
     center_crop: str = "auto"
@@ -55,6 +59,15 @@ class EvalConfig:
     execute_steps: int = 8
 
     def __post_init__(self):
+        if self.split is not None:
+            from bitvla_ros.sim.splits import split_states
+
+            states = split_states(self.split)
+            given = (self.init_start, self.episodes)
+            if given != (None, None) and given != (states.start, len(states)):
+                raise ValueError(f"split {self.split!r} is init states {states.start}..{states.stop - 1}; "
+                                 f"expected no --init-start/--episodes with it, got {given}")
+            self.init_start, self.episodes = states.start, len(states)
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.protocol == "libero":
@@ -64,16 +77,25 @@ class EvalConfig:
                 raise ValueError(f"expected a LIBERO suite among {sorted(published.TASKS_PER_SUITE)}, "
                                  f"got {self.suite!r}")
             defaults = {"tasks": list(range(published.TASKS_PER_SUITE[self.suite])),
-                        "episodes": published.TRIALS_PER_TASK, "init_start": 0, "seed": published.ENV_SEED,
+                        "episodes": published.TRIALS_PER_TASK, "init_start": 0, "seeds": [published.ENV_SEED],
                         "image_size": published.RENDER_SIZE, "image_pipeline": "libero",
                         "policy_seed": published.SEED}
             self.unnorm_key = self.unnorm_key or self.suite  # then suite + "_no_noops" (NormStats.load)
         else:
-            defaults = {"tasks": [1], "episodes": 10, "init_start": 40, "seed": 1, "image_size": 128,
+            defaults = {"tasks": [1], "episodes": 10, "init_start": 40, "seeds": [1], "image_size": 128,
                         "image_pipeline": "auto", "policy_seed": -1}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"expected distinct env seeds like [1, 2], got {self.seeds}")
+        from bitvla_ros.sim.splits import check_in_range
+
+        check_in_range(self.init_states)
+
+    @property
+    def init_states(self) -> range:
+        return range(self.init_start, self.init_start + self.episodes)
 
 
 def run_evaluation(cfg: EvalConfig, log=print) -> dict:
@@ -89,11 +111,12 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     sim = NodeProcess("bitvla_ros.ros.sim_node", "bitvla_sim", {
-        "suite": cfg.suite, "task_id": cfg.tasks[0], "init_state": cfg.init_start, "seed": cfg.seed,
+        "suite": cfg.suite, "task_id": cfg.tasks[0], "init_state": cfg.init_start, "seed": cfg.seeds[0],
         "image_size": cfg.image_size, "mode": "lockstep", "max_steps": cfg.max_steps, "reset_on_start": False,
         "video_dir": str(out / "videos") if cfg.video else ""}, out / "logs")
     policy = NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", {
-        "model_path": str(Path(cfg.model).expanduser()), "backend": cfg.backend, "unnorm_key": cfg.unnorm_key,
+        "model_path": str(Path(cfg.model).expanduser()), "backend": cfg.backend, "device": cfg.device,
+        "unnorm_key": cfg.unnorm_key,
         "center_crop": cfg.center_crop, "image_pipeline": cfg.image_pipeline, "seed": cfg.policy_seed,
         "use_sim_time": True, "image_topics": ["agentview/image_raw", "wrist/image_raw"],
         "proprio_names": PROPRIO_NAMES, "action_names": ACTION_NAMES, "command_type": "joint_trajectory",
@@ -113,31 +136,31 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
         status = driver.diagnostics["bitvla_policy"]
         if status.get("message") == "no model loaded":
             raise RuntimeError(f"the policy node could not load {cfg.model}:\n{policy.log_tail()}")
-        log(f"policy up (backend {status.get('backend')}); evaluating {cfg.suite} tasks {cfg.tasks}, "
-            f"{cfg.episodes} episodes each from init state {cfg.init_start} ({cfg.protocol} protocol)")
+        log(f"policy up (backend {status.get('backend')}, device {status.get('device')}); {_plan(cfg)}")
         _note_jpeg_decoder(cfg, log)
-        for task in cfg.tasks:
-            for i in range(cfg.episodes):
-                init = cfg.init_start + i
-                driver.set_params("bitvla_sim", {"task_id": task, "init_state": init})
-                t0 = time.perf_counter()
-                first = driver.reset_episode()
-                # Enabled before a new task's instruction arrives, the policy would answer with the last task's.
-                driver.trigger_holding("/bitvla_policy/reset", first["instruction"])
-                driver.enable("bitvla_policy", True)
-                final = driver.wait_done(first["episode"], cfg.episode_timeout_s)
-                driver.enable("bitvla_policy", False)
-                if final is None:
-                    if not (sim.alive() and policy.alive()):
-                        raise RuntimeError(f"a node died:\nsim:\n{sim.log_tail()}\npolicy:\n{policy.log_tail()}")
-                    final = {**first, "success": False, "done": True, "reason": "timeout"}
-                record = {"task_id": task, "init_state": init, "instruction": first["instruction"],
-                          "success": bool(final["success"]), "steps": final["step"], "reason": final["reason"],
-                          "wall_s": round(time.perf_counter() - t0, 1)}
-                episodes.append(record)
-                done = sum(e["success"] for e in episodes)
-                log(f"  task {task} init {init}: {record['reason']} in {record['steps']} steps "
-                    f"({record['wall_s']} s); {done}/{len(episodes)} so far")
+        for seed, task, init in _schedule(cfg):
+            # A new seed rebuilds the sim's env (fixture placement and layout are drawn from it).
+            driver.set_params("bitvla_sim", {"task_id": task, "init_state": init, "seed": seed})
+            t0 = time.perf_counter()
+            first = driver.reset_episode()
+            if first.get("seed") != seed:
+                raise RuntimeError(f"expected the sim to run env seed {seed}, it reports {first.get('seed')}")
+            # Enabled before a new task's instruction arrives, the policy would answer with the last task's.
+            driver.trigger_holding("/bitvla_policy/reset", first["instruction"])
+            driver.enable("bitvla_policy", True)
+            final = driver.wait_done(first["episode"], cfg.episode_timeout_s)
+            driver.enable("bitvla_policy", False)
+            if final is None:
+                if not (sim.alive() and policy.alive()):
+                    raise RuntimeError(f"a node died:\nsim:\n{sim.log_tail()}\npolicy:\n{policy.log_tail()}")
+                final = {**first, "success": False, "done": True, "reason": "timeout"}
+            record = {"seed": seed, "task_id": task, "init_state": init, "instruction": first["instruction"],
+                      "success": bool(final["success"]), "steps": final["step"], "reason": final["reason"],
+                      "wall_s": round(time.perf_counter() - t0, 1)}
+            episodes.append(record)
+            done = sum(e["success"] for e in episodes)
+            log(f"  seed {seed} task {task} init {init}: {record['reason']} in {record['steps']} steps "
+                f"({record['wall_s']} s); {done}/{len(episodes)} so far")
         driver.spin_until(lambda: False, 1.5)  # one more diagnostics message with the last latencies
         diag = driver.diagnostics.get("bitvla_policy", {})
     finally:
@@ -166,36 +189,69 @@ def _run_in_process(cfg: EvalConfig, log=print) -> dict:
     crop = {"auto": None, "true": True, "false": False}[str(cfg.center_crop).lower()]
     predictor = BitVLAPredictor.from_pretrained(
         Path(cfg.model).expanduser(), backend=cfg.backend, unnorm_key=cfg.unnorm_key or None, center_crop=crop,
-        image_pipeline=None if cfg.image_pipeline == "auto" else cfg.image_pipeline)
+        image_pipeline=None if cfg.image_pipeline == "auto" else cfg.image_pipeline, device=cfg.device)
     backend = getattr(predictor.model, "backend_name", None) or cfg.backend
-    log(f"model loaded in process (backend {backend}, image pipeline {predictor.processor.image_pipeline}, "
-        f"unnorm key {predictor.stats.key}); evaluating {cfg.suite} tasks {cfg.tasks}, {cfg.episodes} episodes "
-        f"each from init state {cfg.init_start} ({cfg.protocol} protocol)")
+    log(f"model loaded in process ({predictor.summary()}; image pipeline {predictor.processor.image_pipeline}, "
+        f"unnorm key {predictor.stats.key}); {_plan(cfg)}")
     _note_jpeg_decoder(cfg, log)
-    episodes, latencies = run_in_process(
-        predictor, cfg.suite, cfg.tasks, cfg.episodes, cfg.init_start, cfg.image_size, cfg.seed,
-        max_steps=cfg.max_steps, execute_steps=cfg.execute_steps,
-        video_dir=out / "videos" if cfg.video else None, log=log)
+    episodes, latencies = [], []
+    for seed in cfg.seeds:
+        log(f" env seed {seed}")
+        records, chunk_seconds = run_in_process(
+            predictor, cfg.suite, cfg.tasks, cfg.episodes, cfg.init_start, cfg.image_size, seed,
+            max_steps=cfg.max_steps, execute_steps=cfg.execute_steps,
+            video_dir=out / "videos" / f"seed{seed}" if cfg.video else None, log=log)
+        episodes += [{"seed": seed, **r} for r in records]
+        latencies += chunk_seconds
     stats = latency_stats(latencies)
     chunk_latency = {"p50_ms": _round(stats.get("p50_ms")), "p95_ms": _round(stats.get("p95_ms")), "backend": backend}
     return _write_results(cfg, out, episodes, chunk_latency, started, log)
 
 
+def _schedule(cfg: EvalConfig):
+    """(seed, task, init state) of every episode: seeds outermost, so each seed builds its envs once."""
+    return [(seed, task, init) for seed in cfg.seeds for task in cfg.tasks for init in cfg.init_states]
+
+
+def _plan(cfg: EvalConfig) -> str:
+    from bitvla_ros.sim.splits import describe
+
+    return (f"evaluating {cfg.suite} tasks {cfg.tasks} on init states {describe(cfg.init_states)}, env seeds "
+            f"{cfg.seeds}: {_count(len(_schedule(cfg)), 'episode')} ({cfg.protocol} protocol)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _write_results(cfg: EvalConfig, out: Path, episodes: list[dict], chunk_latency: dict, started: float,
                    log=print) -> dict:
-    from bitvla_ros.sim.evaluation import format_summary, latency_stats, success_chart, summarize
+    from bitvla_ros.sim.evaluation import (format_summary, grouped_rate_chart, latency_stats, seed_table,
+                                           success_chart, summarize, summarize_by_seed)
     from bitvla_ros.sim.protocol import default_jpeg_decoder
+    from bitvla_ros.sim.splits import ranges_text, splits_of
 
-    rows = summarize(episodes)
+    rows, per_seed = summarize(episodes), summarize_by_seed(episodes)
     steps = sum(e["steps"] for e in episodes)
     wall = sum(e["wall_s"] for e in episodes)
-    result = {"config": asdict(cfg), "episodes": episodes, "summary": rows, "policy_chunk_latency": chunk_latency,
+    # What a reader of the figures needs to know: which states and seeds they come from.
+    protocol = {"init_states": ranges_text(cfg.init_states), "splits": splits_of(cfg.init_states),
+                "seeds": cfg.seeds, "tasks": cfg.tasks, "episodes_per_seed": len(cfg.tasks) * cfg.episodes}
+    result = {"config": asdict(cfg), "evaluated_on": protocol, "episodes": episodes, "summary": rows,
+              "per_seed": per_seed, "policy_chunk_latency": chunk_latency,
               "jpeg_decoder": default_jpeg_decoder() if cfg.image_pipeline == "libero" else None,
               "wall_s_per_step": wall / steps if steps else None, "wall_s": round(time.perf_counter() - started, 1),
               "episode_wall": latency_stats([e["wall_s"] for e in episodes])}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    success_chart(rows, out / "success.png", f"{Path(cfg.model).name} on {cfg.suite} (init states "
-                  f"{cfg.init_start}..{cfg.init_start + cfg.episodes - 1})")
+    title = (f"{Path(cfg.model).name} on {cfg.suite}, init states {protocol['init_states']}, "
+             f"seed{'s' if len(cfg.seeds) > 1 else ''} {', '.join(map(str, cfg.seeds))}")
+    if len(per_seed) > 1:
+        grouped_rate_chart(seed_table(per_seed, rows), out / "success.png", title)
+        for seed, seed_rows in per_seed.items():
+            log(f"\nenv seed {seed}:\n" + format_summary(seed_rows))
+        log(f"\npooled over seeds {cfg.seeds}:")
+    else:
+        success_chart(rows, out / "success.png", title)
     log("\n" + format_summary(rows))
     log(f"policy inference per chunk (preprocess + forward, backend {chunk_latency['backend']}): "
         f"p50 {chunk_latency['p50_ms']} ms, p95 {chunk_latency['p95_ms']} ms; "

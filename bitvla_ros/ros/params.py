@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,10 @@ class Param:
     choices: tuple = ()
     limits: tuple | None = None  # (low, high), inclusive
 
-    def descriptor(self) -> ParameterDescriptor:
+    def descriptor(self):
+        # imported here, so that the parameter tables import without ROS (bitvla import-bag)
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
         d = ParameterDescriptor(description=self.description, read_only=self.read_only)
         if self.choices:
             d.additional_constraints = "one of: " + ", ".join(map(str, self.choices))

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -34,7 +34,8 @@ from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import HOLD_MODES, STREAM, TRAJECTORY, PolicyRunner, PolicySettings
 from bitvla_ros.policy.scheduler import JOINS
 from bitvla_ros.policy.timing import STAMP_MODES
-from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
+from bitvla_ros.ros.conversions import camera_input, header_seconds, node_seconds
+from bitvla_ros.ros.diagnostics import ERROR, OK, WARN, publish_status
 from bitvla_ros.ros.params import Param, check, declare
 from bitvla_ros.ros.qos import INPUT_RELIABILITY, LATCHED, subscribe_sensor
 from bitvla_ros.ros.spin import EXECUTORS, make_executor, run
@@ -43,6 +44,8 @@ FROM_MODEL = "from the model's runtime.json"
 PARAMS = [
     Param("model_path", "", "model folder (packed or published layout); changing it at run time swaps the policy"),
     Param("backend", "auto", "ternary kernel backend", choices=("auto", "cuda", "cpu", "int8", "reference")),
+    Param("device", "auto", "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda "
+          "or cuda:N"),
     Param("unnorm_key", "", "dataset statistics key used to un-normalize actions ('' = the only one)"),
     Param("center_crop", "auto", "crop the central 90% of each image before resizing: auto (as the model was "
           "trained), true or false", choices=("auto", "true", "false")),
@@ -80,6 +83,8 @@ PARAMS = [
     Param("stamp_mode", "zero", "JointTrajectory header.stamp: zero (start at the controller's next update; needs "
           "no shared clock), now (the present), or observation (the observation's stamp; points timed from it)",
           choices=STAMP_MODES),
+    Param("latency_compensation", True, "drop the actions of a chunk whose control slot passed while the model "
+          "ran; false times each chunk from its arrival instead (stop and go: for a model slower than its chunk)"),
     Param("input_reliability", "best_effort", "camera and joint-state subscriptions: best_effort (any publisher) "
           "or reliable (every sample; needs reliable publishers)", read_only=True, choices=tuple(INPUT_RELIABILITY)),
     Param("max_observation_age_s", 0.5, "refuse observations whose oldest input is older than this",
@@ -93,19 +98,20 @@ PARAMS = [
     Param("dry_run", False, "run the policy and report, but publish no commands"),
     Param("diagnostics_rate_hz", 1.0, "rate of /diagnostics status messages", read_only=True, limits=(0.01, 100.0)),
 ]
-SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline")
+SWAP_PARAMS = ("model_path", "backend", "unnorm_key", "center_crop", "image_pipeline", "device")
 LIMIT_PARAMS = ("action_lower", "action_upper", "max_step_delta")
 SCHEDULE_PARAMS = ("execute_steps", "prefetch_steps", "chunk_join", "blend_steps")
 
 
-def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto"):
+def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: str, image_pipeline: str = "auto",
+                   device: str = "auto"):
     from bitvla_ros.model.predict import BitVLAPredictor  # torch loads with the first model, not at import
 
     crop = {"auto": None, "true": True, "false": False}[str(center_crop).lower()]
     pipeline = str(image_pipeline).lower()
     return BitVLAPredictor.from_pretrained(Path(model_path).expanduser(), backend=backend,
                                            unnorm_key=unnorm_key or None, center_crop=crop,
-                                           image_pipeline=None if pipeline == "auto" else pipeline)
+                                           image_pipeline=None if pipeline == "auto" else pipeline, device=device)
 
 
 def warm_up(predictor) -> float:
@@ -144,7 +150,7 @@ def resolve_settings(p: dict, runtime: RuntimeSettings) -> PolicySettings:
         blend_frozen=named(p["blend_frozen"]), max_observation_age_s=p["max_observation_age_s"],
         command_type=p["command_type"], stamp_mode=p["stamp_mode"], lower=p["action_lower"],
         upper=p["action_upper"], max_step_delta=p["max_step_delta"], hold_command=p["hold_command"],
-        start_enabled=p["start_enabled"])
+        start_enabled=p["start_enabled"], latency_compensation=p["latency_compensation"])
 
 
 class PolicyInterface:
@@ -168,11 +174,11 @@ class PolicyInterface:
         self._applied = {n: values[n] for n in SWAP_PARAMS}  # what a failed load puts back
 
         reliability = values["input_reliability"]
-        self.subscriptions = [
-            subscribe_sensor(node, CompressedImage if topic.endswith("/compressed") else Image, topic,
-                             self._image_callback(cam, compressed_to_rgb if topic.endswith("/compressed")
-                                                  else image_to_rgb), reliability)
-            for cam, topic in zip(settings.camera_names, values["image_topics"])]
+        self.subscriptions = []
+        for cam, topic in zip(settings.camera_names, values["image_topics"]):
+            kind, convert = camera_input(topic)
+            self.subscriptions.append(subscribe_sensor(node, kind, topic, self._image_callback(cam, convert),
+                                                       reliability))
         self.subscriptions.append(subscribe_sensor(node, JointState, "joint_states", self._on_joint_state, reliability))
         self.subscriptions.append(node.create_subscription(String, "instruction", self._on_instruction, LATCHED))
 
@@ -194,7 +200,7 @@ class PolicyInterface:
         self._worker.start()
 
     def now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self.node)
 
     # --- inputs: convert, validate, store -------------------------------------------------
 
@@ -260,7 +266,7 @@ class PolicyInterface:
         runtime = check_model_folder(cfg["model_path"])
         self._check_runtime(runtime)
         predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"],
-                                   cfg["image_pipeline"])
+                                   cfg["image_pipeline"], cfg["device"])
         self.runner.check(predictor)
         warm = warm_up(predictor)
         self.runtime = runtime
@@ -268,8 +274,9 @@ class PolicyInterface:
             self._set_schedule(execute_steps=runtime.execute_steps or self.runner.settings.execute_steps)
         self.runner.stage(predictor)
         self.model_label = cfg["model_path"]
-        self.log.info(f"loaded {cfg['model_path']} in {time.perf_counter() - start:.2f} s (warm-up {warm:.2f} s, "
-                      f"backend {getattr(predictor.model, 'backend_name', '?')}); it takes over before the next chunk")
+        summary = predictor.summary() if hasattr(predictor, "summary") else ""
+        self.log.info(f"loaded {cfg['model_path']} in {time.perf_counter() - start:.2f} s (warm-up {warm:.2f} s): "
+                      f"{summary}; it takes over before the next chunk")
 
     def load_in_background(self, cfg: dict, previous: dict | None) -> None:
         """Load on the loader thread; on failure keep the running policy and put back `previous`."""
@@ -360,6 +367,8 @@ class PolicyInterface:
             self.runner.set_hold_command(changes["hold_command"])
         if "stamp_mode" in changes:
             self.runner.set_stamp_mode(changes["stamp_mode"])
+        if "latency_compensation" in changes:
+            self.runner.settings.latency_compensation = bool(changes["latency_compensation"])
         if any(n in changes for n in SCHEDULE_PARAMS):
             self._set_schedule(execute_steps=self.values["execute_steps"] or self.runtime.execute_steps
                                or self.runner.settings.execute_steps,
@@ -388,22 +397,21 @@ class PolicyInterface:
 
     def publish_diagnostics(self) -> None:
         s = self.runner.status()
-        level = DiagnosticStatus.ERROR if s["fault"] else (DiagnosticStatus.OK if s["enabled"] else DiagnosticStatus.WARN)
+        level = ERROR if s["fault"] else (OK if s["enabled"] else WARN)
         message = f"fault: {s['fault']}" if s["fault"] else ("running" if s["enabled"] else "disabled (call ~/enable)")
         if self.runner.predictor is None:
-            level = DiagnosticStatus.ERROR
+            level = ERROR
             message = f"loading {self.loading}" if self.loading else "no model loaded"
-        fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+        predictor = self.runner.predictor
+        chosen = predictor.describe() if hasattr(predictor, "describe") else {}  # device, backend, forward: why
         values = {"model": self.model_label, "loading": self.loading, "last_load_error": self.last_load_error,
+                  **{k: chosen.get(k) for k in ("device", "device_reason", "backend_reason", "forward")},
+                  "kernel_tuning": _tuning(predictor),
                   "dry_run": self.node.get_parameter("dry_run").value,
                   "control_rate_hz": self.runner.settings.control_rate_hz,
                   **{k: v for k, v in s.items() if k not in ("enabled", "rejected")},
                   **{f"rejected_{k}": v for k, v in s["rejected"].items()}}
-        status = DiagnosticStatus(level=level, name="bitvla_policy", message=message, hardware_id=self.model_label,
-                                  values=[KeyValue(key=k, value=fmt(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.node.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        publish_status(self.node, self.diag_pub, "bitvla_policy", level, message, values, self.model_label)
 
     def close(self) -> None:
         """Stop the threads and take everything this interface made off the node."""
@@ -421,6 +429,12 @@ class PolicyInterface:
             node.destroy_service(entity)
         node.destroy_publisher(self.command_pub)
         node.destroy_publisher(self.diag_pub)
+
+
+def _tuning(predictor) -> str:
+    """The CPU backend choice `auto` measured on this model's shapes, with its timings ('' if none)."""
+    tuning = getattr(getattr(predictor, "model", None), "kernel_tuning", None)
+    return tuning.describe() if tuning is not None else ""
 
 
 def declare_policy_parameters(node: Node) -> dict:

@@ -13,58 +13,25 @@ import os
 
 import cv2
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from bitvla_ros.data.recording import ACTION, RATE, RecordingSession
-from bitvla_ros.data.writer import DatasetWriter
+from bitvla_ros.data.recording import RATE, RecordingSession
+from bitvla_ros.data.v3 import open_writer
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.ros.actions import ACTION_TYPES, action_from_message
-from bitvla_ros.ros.conversions import compressed_to_rgb, header_seconds, image_to_rgb
-from bitvla_ros.ros.params import Param, declare
+from bitvla_ros.ros.conversions import camera_input, header_seconds, node_seconds
+from bitvla_ros.ros.diagnostics import OK, publish_status
+from bitvla_ros.ros.params import declare
+from bitvla_ros.ros.recorder_params import PARAMS, camera_name
 from bitvla_ros.ros.spin import run
 from bitvla_ros.ros.qos import LATCHED, subscribe_sensor
-
-PARAMS = [
-    Param("dataset_dir", "~/bitvla_datasets/demo", "dataset folder; episodes are appended if it exists", read_only=True),
-    Param("dataset_name", "", "key of dataset_statistics.json ('' = the folder name)", read_only=True),
-    Param("robot_type", "", "robot type written to meta/info.json", read_only=True),
-    Param("image_topics", ["camera/image_raw"], "camera topics; a topic ending in '/compressed' is read as "
-          "sensor_msgs/CompressedImage", read_only=True),
-    Param("camera_names", [""], "dataset camera names, one per image topic ('' = derived from the topic)",
-          read_only=True),
-    Param("proprio_names", [""], "joints read from joint_states into observation.state, in order", read_only=True),
-    Param("action_topic", "teleop/joint_command", "topic of the teleoperator's commands", read_only=True),
-    Param("action_type", "joint_trajectory", "joint_trajectory (first point), float64_multiarray or joint_state",
-          read_only=True),
-    Param("action_names", [""], "action dimensions in order (joint names of trajectory/joint_state messages)",
-          read_only=True),
-    Param("action_mask", [True], "per action dimension: normalize in training (false for a gripper); one value "
-          "applies to all", read_only=True),
-    Param("sample_mode", RATE, "rate: a frame every 1/record_rate_hz from the latest inputs; action: a frame per "
-          "action message, paired with the observation carrying the action's stamp", read_only=True),
-    Param("record_rate_hz", 20.0, "frames per second in rate mode (and the dataset fps)", read_only=True),
-    Param("input_reliability", "best_effort", "camera and joint-state subscriptions: best_effort (any publisher) "
-          "or reliable (every sample; needs reliable publishers)", read_only=True),
-    Param("max_observation_age_s", 0.5, "skip a frame whose oldest input is older than this"),
-    Param("image_size", 0, "store images resized to this square size (0 = as received)", read_only=True),
-    Param("image_format", "jpeg", "jpeg or png (lossless) inside the parquet files", read_only=True),
-    Param("jpeg_quality", 95, "JPEG quality", read_only=True),
-    Param("episode_topic", "", "optional std_msgs/String topic taking start / stop / discard ('' = off)",
-          read_only=True),
-]
-
-
-def camera_name(topic: str, index: int) -> str:
-    parts = [p for p in topic.strip("/").split("/") if p not in ("image_raw", "compressed", "image", "image_color")]
-    return parts[-1] if parts else f"camera_{index}"
-
 
 class RecorderNode(Node):
     def __init__(self, **kwargs):
@@ -83,15 +50,18 @@ class RecorderNode(Node):
         mask = mask * len(self.action_names) if len(mask) == 1 else mask
         proprio = [n for n in p["proprio_names"] if n]
         self.session = RecordingSession(
-            lambda: DatasetWriter(os.path.expanduser(p["dataset_dir"]), fps=p["record_rate_hz"], camera_names=names,
-                                  state_names=proprio, action_names=self.action_names, robot_type=p["robot_type"],
-                                  image_format=p["image_format"], jpeg_quality=p["jpeg_quality"], action_mask=mask,
-                                  dataset_name=p["dataset_name"] or None),
+            lambda: open_writer(os.path.expanduser(p["dataset_dir"]), p["dataset_layout"], p["video"], p["video_codec"],
+                                p["video_crf"], p["video_gop"], p["data_file_mb"], p["video_file_mb"],
+                                fps=p["record_rate_hz"],
+                                camera_names=names, state_names=proprio, action_names=self.action_names,
+                                robot_type=p["robot_type"], image_format=p["image_format"],
+                                jpeg_quality=p["jpeg_quality"], action_mask=mask,
+                                dataset_name=p["dataset_name"] or None),
             names, proprio, len(self.action_names), p["max_observation_age_s"], p["sample_mode"])
         self.image_size = p["image_size"]
 
         for cam, topic in zip(names, topics):
-            kind, convert = (CompressedImage, compressed_to_rgb) if topic.endswith("/compressed") else (Image, image_to_rgb)
+            kind, convert = camera_input(topic)
             subscribe_sensor(self, kind, topic, self._image_callback(cam, convert), p["input_reliability"])
         subscribe_sensor(self, JointState, "joint_states", self._on_joint_state, p["input_reliability"])
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
@@ -112,7 +82,7 @@ class RecorderNode(Node):
                                f"{p['action_topic']} into {p['dataset_dir']} ({p['sample_mode']} mode)")
 
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return node_seconds(self)
 
     def _refuse(self, rejection: Rejected) -> None:
         if self.session.rejections.record(rejection, self.now()):
@@ -184,12 +154,7 @@ class RecorderNode(Node):
         s = self.session.status()
         values = {"recording": s["recording"], "episodes": s["episodes"], "frames_in_episode": s["frames_in_episode"],
                   **{f"skipped_{k}": v for k, v in s["skipped"].items()}}
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="bitvla_recorder",
-                                  message="recording" if s["recording"] else "idle",
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(array)
+        publish_status(self, self.diag_pub, "bitvla_recorder", OK, "recording" if s["recording"] else "idle", values)
 
     def destroy_node(self):
         if self.session.writer is not None:

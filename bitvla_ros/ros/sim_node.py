@@ -7,7 +7,9 @@ JointTrajectory chunk or a Float64MultiArray stream; gripper in the model's conv
 a slow policy is evaluated as if it were instantaneous; `realtime` steps at `control_rate_hz`,
 holding still when no command is queued. With `expert: true` the scripted expert drives and
 publishes each of its commands on the teleop topic, stamped with the observation it answered; it
-waits after each reset until ~/start, so that a recorder can begin the episode first.
+waits after each reset until ~/start, so that a recorder can begin the episode first. With
+`expert_noise` > 0 the arm executes the expert's command plus Gaussian noise while the teleop topic
+carries the clean command (DART-style recovery demonstrations, bitvla_ros/sim/dart.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ PARAMS = [
           read_only=True),
     Param("task_id", 1, "task of the suite; a change takes effect at the next ~/reset"),
     Param("init_state", 0, "LIBERO init state index used by the next ~/reset"),
-    Param("seed", 0, "env seed (the published eval uses 0)", read_only=True),
+    Param("seed", 0, "env seed (the published eval uses 0); a change rebuilds the env at the next ~/reset"),
     Param("image_size", 128, "camera resolution (square); rendering cost does not depend on it", read_only=True),
     Param("mode", "lockstep", "lockstep (one step per command, drives /clock) or realtime", read_only=True),
     Param("control_rate_hz", 20.0, "env steps per second of (sim) time", read_only=True),
@@ -50,6 +52,12 @@ PARAMS = [
           read_only=True),
     Param("expert", False, "the scripted expert drives and publishes its commands on teleop_topic", read_only=True),
     Param("teleop_topic", "teleop/joint_command", "where the expert's commands go (JointTrajectory)", read_only=True),
+    Param("expert_noise", 0.0, "std of the Gaussian noise added to the expert's executed arm actions (env units, "
+          "±1 = ±5 cm / ±0.5 rad per step); the teleop topic keeps the clean action (0 = off)", read_only=True),
+    Param("expert_noise_correlation", 0.0, "AR(1) coefficient of that noise from step to step (0 = independent)",
+          read_only=True),
+    Param("expert_noise_seed", 0, "seed of the execution noise, with the env seed and init state; a change takes "
+          "effect at the next ~/reset"),
     Param("max_steps", 0, "steps per episode (0 = the suite's evaluation limit)", read_only=True),
     Param("lockstep_republish_s", 1.0,
           "lockstep: publish the current observation again (same stamp and clock) when no command has come "
@@ -72,9 +80,20 @@ class SimNode(Node):
         expert = None
         if p["expert"]:
             from bitvla_ros.sim.expert import ScriptedExpert as expert
-        self.runner = SimRunner(
-            lambda task: LiberoEnv(p["suite"], task, image_size=p["image_size"], cameras=True, seed=p["seed"]),
-            expert_factory=expert, max_steps=p["max_steps"])
+        elif p["expert_noise"] > 0:
+            raise ValueError("expert_noise perturbs the scripted expert's actions; expected expert: true with it")
+
+        def make_env(task: int):
+            env = LiberoEnv(p["suite"], task, image_size=p["image_size"], cameras=True,
+                            seed=self.get_parameter("seed").value)
+            if p["expert_noise"] > 0:
+                from bitvla_ros.sim.dart import NoisyExecution
+
+                env = NoisyExecution(env, p["expert_noise"], p["expert_noise_correlation"],
+                                     noise_seed=self.get_parameter("expert_noise_seed").value)
+            return env
+
+        self.runner = SimRunner(make_env, expert_factory=expert, max_steps=p["max_steps"])
         self.lockstep, self.period = p["mode"] == "lockstep", 1.0 / p["control_rate_hz"]
         self.sim_time = SIM_TIME_START
         reliable = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
@@ -141,7 +160,8 @@ class SimNode(Node):
     def _publish_status(self) -> None:
         info = self.runner.info
         self.status_pub.publish(String(data=json.dumps({
-            "episode": info.episode, "suite": self.values["suite"], "task_id": info.task_id,
+            "episode": info.episode, "suite": self.values["suite"], "seed": self.runner.env.seed,
+            "task_id": info.task_id,
             "init_state": info.init_state, "instruction": info.instruction, "step": info.step,
             "success": info.success, "done": info.done, "reason": info.reason,
             "republished": self.republished})))
@@ -153,6 +173,11 @@ class SimNode(Node):
             self._finish_video()
             task = self.get_parameter("task_id").value
             init = self.get_parameter("init_state").value
+            env = self.runner.env
+            if env is not None and env.seed != self.get_parameter("seed").value:
+                self.runner.close()  # the env's layout and fixture draws come from its seed: build it anew
+            if self.runner.env is not None and self.values["expert_noise"] > 0:
+                self.runner.env.noise_seed = self.get_parameter("expert_noise_seed").value
             obs = self.runner.reset(task, init)
             self._frames = [obs.agentview] if obs.agentview is not None else []
             self.instruction_pub.publish(String(data=self.runner.info.instruction))
@@ -249,7 +274,8 @@ class SimNode(Node):
             return
         from bitvla_ros.sim.video import write_mp4
 
-        name = f"episode_{info.episode:04d}_task{info.task_id}_init{info.init_state}_{info.reason}.mp4"
+        name = (f"episode_{info.episode:04d}_seed{self.runner.env.seed}_task{info.task_id}_"
+                f"init{info.init_state}_{info.reason}.mp4")
         write_mp4(self._frames, Path(folder).expanduser() / name, fps=1.0 / self.period)
         self._frames = []
 

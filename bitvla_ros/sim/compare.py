@@ -11,9 +11,7 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
-from bitvla_ros.sim.evaluation import pyplot, rate_bars, save_rate_chart
+from bitvla_ros.sim.evaluation import grouped_rate_chart
 
 
 def load_results(path: str | Path) -> dict:
@@ -84,38 +82,28 @@ def format_comparison(table: dict) -> str:
     return "\n".join(lines)
 
 
-def comparison_chart(table: dict, path: Path, title: str) -> Path:
-    """Grouped bars: one group per task, one bar per run, 95% Wilson intervals."""
-    tasks, labels = list(table), list(next(iter(table.values())))
-    width = 0.8 / len(labels)
-    fig, ax = pyplot().subplots(figsize=(max(6, 1.2 * len(tasks) * len(labels) / 2 + 2), 4.2), dpi=120)
-    for j, label in enumerate(labels):
-        rows = [table[t][label] for t in tasks]
-        rates, err = rate_bars(rows)
-        x = np.arange(len(tasks)) + (j - (len(labels) - 1) / 2) * width
-        ax.bar(x, rates, width * 0.95, yerr=err, capsize=3, label=label)
-        for xi, r in zip(x, rows):
-            ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", fontsize=7, rotation=90,
-                    color="white" if r["rate"] >= 0.15 else "black")  # readable on an empty bar too
-    ax.legend(fontsize=8, loc="upper center", ncol=len(labels))
-    return save_rate_chart(fig, ax, path, title, tasks, top=118)  # headroom for the legend
-
-
 def write_comparison(table: dict, out: Path, title: str) -> tuple[Path, Path]:
     """comparison.json and comparison.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-    return out / "comparison.json", comparison_chart(table, out / "comparison.png", title)
+    return out / "comparison.json", grouped_rate_chart(table, out / "comparison.png", title)
 
 
-SETTINGS = ("suite", "init_start", "seed", "image_size", "execute_steps", "protocol", "max_steps")
+SETTINGS = ("suite", "init_start", "seeds", "image_size", "execute_steps", "protocol", "max_steps")
+
+
+def setting(config: dict, key: str):
+    """An evaluation setting of a results.json config; results written before multi-seed runs have `seed`."""
+    if key == "seeds" and "seeds" not in config and "seed" in config:
+        return [config["seed"]]
+    return config.get(key)
 
 
 def differing_settings(runs: dict[str, dict]) -> dict[str, dict]:
     """Evaluation settings that are not the same in every run (a comparison across them is suspect)."""
     out = {}
     for key in SETTINGS:
-        values = {label: r.get("config", {}).get(key) for label, r in runs.items()}
+        values = {label: setting(r.get("config", {}), key) for label, r in runs.items()}
         if len(set(map(json.dumps, values.values()))) > 1:
             out[key] = values
     return out

@@ -1,4 +1,5 @@
-"""Evaluation results: success per task with a confidence interval, latency, and a bar chart."""
+"""Evaluation results: success per task with a confidence interval, per env seed and pooled over the
+seeds, latency, and a bar chart."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def summarize(episodes: list[dict]) -> dict:
         rows[name] = {"trials": n, "successes": k, "rate": k / n if n else 0.0, "ci95": [lo, hi],
                       "mean_steps_success": float(np.mean(steps)) if steps else None}
     return rows
+
+
+def summarize_by_seed(episodes: list[dict]) -> dict[str, dict]:
+    """{seed: summarize(that seed's episodes)}, seeds in the order they ran (keys are strings, as in JSON)."""
+    seeds = list(dict.fromkeys(e["seed"] for e in episodes))
+    return {str(s): summarize([e for e in episodes if e["seed"] == s]) for s in seeds}
+
+
+def seed_table(per_seed: dict[str, dict], pooled: dict) -> dict:
+    """{task: {"seed S": row, ..., "pooled": row}}: the layout of a grouped chart and of `bitvla compare`."""
+    return {task: {**{f"seed {s}": rows[task] for s, rows in per_seed.items() if task in rows}, "pooled": row}
+            for task, row in pooled.items()}
 
 
 def format_summary(rows: dict) -> str:
@@ -91,6 +104,24 @@ def success_chart(rows: dict, path: Path, title: str) -> Path:
     for i, n in enumerate(names):
         ax.text(i, 2, f"{rows[n]['successes']}/{rows[n]['trials']}", ha="center", color="white", fontsize=9)
     return save_rate_chart(fig, ax, path, title, names)
+
+
+def grouped_rate_chart(table: dict, path: Path, title: str) -> Path:
+    """Grouped bars: one group per task, one bar per label (run, seed), 95% Wilson intervals."""
+    tasks, labels = list(table), list(dict.fromkeys(label for row in table.values() for label in row))
+    width = 0.8 / len(labels)
+    fig, ax = pyplot().subplots(figsize=(max(6, 1.2 * len(tasks) * len(labels) / 2 + 2), 4.2), dpi=120)
+    for j, label in enumerate(labels):
+        present = [i for i, t in enumerate(tasks) if label in table[t]]
+        rows = [table[tasks[i]][label] for i in present]
+        rates, err = rate_bars(rows)
+        x = np.array(present) + (j - (len(labels) - 1) / 2) * width
+        ax.bar(x, rates, width * 0.95, yerr=err, capsize=3, label=label)
+        for xi, r in zip(x, rows):
+            ax.text(xi, 2, f"{r['successes']}/{r['trials']}", ha="center", fontsize=7, rotation=90,
+                    color="white" if r["rate"] >= 0.15 else "black")  # readable on an empty bar too
+    ax.legend(fontsize=8, loc="upper center", ncol=len(labels))
+    return save_rate_chart(fig, ax, path, title, tasks, top=118)  # headroom for the legend
 
 
 def wrap_label(text: str, width: int = 18) -> str:

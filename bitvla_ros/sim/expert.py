@@ -16,9 +16,13 @@ release point over B, then runs a fixed sequence of phases, each a P-controller 
   from the sim every step, so the object-to-gripper offset is corrected continuously.
 - release: gripper opens for 10 steps; retreat: 8 cm straight up; idle: no motion, gripper open.
 
-A phase ends when its target is reached, when a contact phase stalls, or at its timeout. There are no
-retries and no randomness, so every init state gets the same strategy (the demonstrations are meant to
-be imitated). `act()` only reads the observation and the sim; the only state it changes is its own.
+A phase ends when its target is reached, when a contact phase stalls, or at its timeout. There is no
+randomness, so every init state gets the same strategy (the demonstrations are meant to be imitated).
+One recovery: when the object is no longer held during lift, carry or lower (it moved more than
+LOST_GRASP away from where it sat in the hand at the end of `close`, e.g. it slipped under the
+execution noise of DART-style recording, bitvla_ros/sim/dart.py), the expert plans again from the
+scene as it now is and starts over from approach, at most MAX_REGRASPS times. `act()` only reads the
+observation and the sim; the only state it changes is its own.
 
 Facts used (docs/libero.md): OSC_POSE delta actions in the world frame (±1 = ±5 cm,
 ±0.5 rad), gripper −1 = open; fingers close along the gripper's local y axis; start pose points down.
@@ -54,6 +58,9 @@ RELEASE_ON = 0.01           # A's bottom above B's support when released
 RELEASE_IN = 0.03           # ... above a container's floor
 RETREAT = 0.08
 ROUND_FOOTPRINT = 1.3       # eigenvalue ratio under which a footprint has no narrow side
+LOST_GRASP = 0.04           # object this far from its place in the hand: it is no longer held
+MAX_REGRASPS = 2
+HELD_PHASES = ("lift", "carry", "lower")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,12 @@ class ScriptedExpert:
         """Forget the episode; the plan is made from the scene at the next `act()`."""
         self.plan: Plan | None = None
         self._scene: Scene | None = None     # built with the plan: a hard env reset replaces the sim
+        self.regrasps = 0
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """Back to the first phase; the plan is made again at the next `act()`."""
+        self.plan = None
         self._phase = 0
         self._t = 0                      # steps spent in the current phase
         self._hold: np.ndarray | None = None   # position held by fixed-duration phases
@@ -107,6 +120,7 @@ class ScriptedExpert:
         self._lift_xy = np.zeros(2)
         self._retreat_from = np.zeros(3)
         self._hang = 0.0                 # grip site height above A's bottom while held
+        self._in_hand = np.zeros(3)      # A's origin relative to the grip site when grasped
         self._z_history: list[float] = []
 
     @property
@@ -120,8 +134,12 @@ class ScriptedExpert:
 
     def act(self, obs: Observation) -> np.ndarray:
         """The next env action [dpos 3, drot 3, gripper] (env convention, −1 = open) for `obs`."""
+        if self.plan is not None and PHASES[self._phase].name in HELD_PHASES and self.regrasps < MAX_REGRASPS \
+                and self._lost(obs):
+            self.regrasps += 1
+            self._start_over()
         if self.plan is None:
-            self._scene = Scene(self.env.domain)
+            self._scene = self._scene or Scene(self.env.domain)
             self.plan = make_plan(self._scene, self.env.domain.parsed_problem["goal_state"], obs)
         scene = self._scene
         # A phase that ends now hands this same step to the next one, so no step is spent idle.
@@ -175,6 +193,7 @@ class ScriptedExpert:
             # then lift high enough that its bottom clears everything near the path to the target.
             lo, hi = scene.extent(plan.obj)
             self._hang = eef[2] - lo[2]
+            self._in_hand = scene.origin(plan.obj) - eef
             radius = 0.5 * float(np.linalg.norm(hi[:2] - lo[:2])) + 0.02
             clear = scene.clearance_height((lo[:2] + hi[:2]) / 2, plan.target_xy, radius, CLEARANCE_SLOPE,
                                            scene.other_geoms(plan.obj))
@@ -193,6 +212,11 @@ class ScriptedExpert:
     @staticmethod
     def _near(eef: np.ndarray, target: np.ndarray, tol: float) -> bool:
         return bool(np.linalg.norm(target - eef) < tol)
+
+    def _lost(self, obs: Observation) -> bool:
+        """The object is not where it sat in the hand: it slipped or was never grasped."""
+        drift = self._scene.origin(self.plan.obj) - obs.eef_pos - self._in_hand
+        return bool(np.linalg.norm(drift) > LOST_GRASP)
 
     def _oriented(self, obs: Observation, tol: float) -> bool:
         return np.linalg.norm(rotation_error(obs, self.plan.yaw)) < tol

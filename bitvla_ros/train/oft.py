@@ -131,8 +131,12 @@ def train(cfg: TrainConfig) -> Path:
     samples = chunked_samples(datasets, config.action_chunk, train_eps)
     encoder = SampleEncoder(processor, norm, cfg.image_aug)
     data = EncodedSamples(samples, encoder)
-    sampler = (torch.utils.data.distributed.DistributedSampler(data, seed=cfg.seed) if rt.world > 1
-               else torch.utils.data.RandomSampler(data, replacement=True, num_samples=10**9))
+    # A shuffled pass per epoch, split between the processes (each reads its own share): one process
+    # with batch N*B sees, step by step, the samples N processes with batch B see together.
+    sampler = torch.utils.data.distributed.DistributedSampler(data, num_replicas=rt.world, rank=rt.rank, seed=cfg.seed)
+    if len(sampler) < cfg.batch_size:
+        raise ValueError(f"{len(data)} samples give {len(sampler)} per process, fewer than batch_size "
+                         f"{cfg.batch_size}; record more episodes, or lower the batch size")
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=cfg.num_workers, collate_fn=lambda items: collate(processor, items),
                                          persistent_workers=cfg.num_workers > 0)
@@ -152,7 +156,7 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, disable=not rt.main, desc="train", unit="step", dynamic_ncols=True)
     # elapsed_s counts training time across resumes: start is moved back by the time already spent
     spent = checkpoints.rewind_metrics(run, step) if rt.main and latest is not None else 0.0
-    epoch, start, losses = 0, time.perf_counter() - spent, []
+    epoch, start, losses = step // len(loader), time.perf_counter() - spent, []  # a resumed run goes on shuffling
     while step < cfg.steps:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)

@@ -57,7 +57,14 @@ struct Problem {
   float* yf;    // (M, N) fp32 output, or
   int32_t* yi;  // (M, N) int32 output
   int64_t nb;   // W rows a pre-decoded batch (a multiple of the flavour's PNR)
+  uint16_t* yh = nullptr;  // (M, N) bf16 / fp16 output (bits) instead of yf, or null
+  int hkind = 0;           // 1: bf16, 2: fp16
 };
+
+// fp32 -> bf16 (hkind 1) or fp16 (2) bits, rounded to nearest even like c10's conversions.
+static inline uint16_t to_half_bits(float v, int hkind) {
+  return hkind == 1 ? c10::BFloat16(v).x : c10::Half(v).x;
+}
 
 struct TileArgs {
   const int8_t* a;
@@ -70,6 +77,8 @@ struct TileArgs {
   float* yf;
   int32_t* yi;
   int64_t ldy;
+  uint16_t* yh;
+  int hkind;
 };
 
 using TileFn = void (*)(const TileArgs&);
@@ -83,6 +92,7 @@ struct Kernels {
   RunFn run_fly;
   RunFn run_pre;
   PermuteFn permute;
+  RunFn run_tiles;  // the broadcast schedule on natural-order activations, where the flavour has one
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -281,6 +291,33 @@ static void quant_row(const In* x, int64_t K, int8_t* q, float* xs, int32_t* row
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// AVX-VNNI (VEX vpdpbusd on 256-bit registers: Alder Lake and later cores, Zen 5, and Xeons that
+// also have AVX-512): the AVX2 layout (32 packed bytes a register) with int32 accumulators, so no
+// int16 flush and room for a wider pre-decoded tile (12 accumulators + 3 weights + 1 activation).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,f16c,avxvnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c,avxvnni")
+#endif
+namespace isa_avxvnni {
+struct Tr : isa_avx2::Tr {
+  static constexpr int64_t FLUSH = 0;  // int32 lanes (at most 3072 a block): no widening
+  static constexpr int MR = 4, NR = 2, NR1 = 4, PMR = 4, PNR = 3, NB = 12;
+  static inline V mac(V acc, V w, V a) { return _mm256_dpbusd_avx_epi32(acc, w, a); }
+  static inline V widen(V acc) { return acc; }
+  static inline void pin(V&) {}  // vpdpbusd accumulates in place
+};
+static void permute_rows(const int8_t* q, int64_t nblocks, int8_t* out) { isa_avx2::permute_rows(q, nblocks, out); }
+#include "ternary_cpu_kernel.h"
+}  // namespace isa_avxvnni
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// ---------------------------------------------------------------------------------------------
 // AVX-512 VNNI: 64 packed bytes = 256 weights a register; vpdpbusd straight into int32 lanes.
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vnni"))), apply_to = function)
@@ -326,7 +363,122 @@ static void permute_rows(const int8_t* q, int64_t nblocks, int8_t* out) {
     isa_avx2::transpose_block(q + b * 256 + 128, out + b * 256 + 32, 64);
   }
 }
+static void run_tiles(const Problem& P, int64_t n0, int64_t n1);
+#define BT_RUN_TILES &run_tiles
 #include "ternary_cpu_kernel.h"
+
+// The broadcast ("tiles") schedule, the layout of vendor int8 GEMMs: a register holds one
+// 4-element k-group of 16 output columns (VNNI layout: column-major dwords of 4 u8 codes), the
+// activations stay in natural order and each row's 4 int8 of a k-group are broadcast from memory.
+// Every register of the MR x TZ tile accumulates 16 finished outputs: no horizontal sums, and the
+// epilogue is vector code. A tile of TN packed weight rows is decoded into that layout once
+// (KB * TN * 4 bytes, per thread: 160 KB at K = 2560, inside L2) and reused by all M rows.
+static constexpr int TZ = 4, TN = 16 * TZ, TMR = 6;
+
+// Packed rows [n0, n0 + nt) (nt <= TN; missing columns zero) -> D[k4][column][4 codes].
+static void decode_tile(const Problem& P, int64_t n0, int nt, uint8_t* D) {
+  const int64_t KB = P.KB, K4 = KB - KB % 4;
+  const uint8_t* base = P.W + n0 * P.KB;
+  const __m512i m8 = _mm512_set1_epi32(0xFF), m0 = _mm512_set1_epi32(0x3), m1 = _mm512_set1_epi32(0x300),
+                m2 = _mm512_set1_epi32(0x30000), m3 = _mm512_set1_epi32(0x3000000);
+  for (int z = 0; z < TZ; ++z) {
+    const int c0 = 16 * z;
+    const int valid = std::max(0, std::min(16, nt - c0));
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32(c0), _mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), _mm512_set1_epi32(static_cast<int>(KB)));
+    for (int64_t k4 = 0; k4 < K4; k4 += 4) {
+      // Four packed bytes (16 codes) of each of 16 rows, then one byte -> one dword of 4 codes.
+      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base + k4, 1);
+      for (int b = 0; b < 4; ++b) {
+        const __m512i x = _mm512_and_si512(_mm512_srli_epi32(g, 8 * b), m8);
+        const __m512i d = _mm512_or_si512(
+            _mm512_or_si512(_mm512_and_si512(x, m0), _mm512_and_si512(_mm512_slli_epi32(x, 6), m1)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(x, 12), m2), _mm512_and_si512(_mm512_slli_epi32(x, 18), m3)));
+        _mm512_storeu_si512(D + (k4 + b) * TN * 4 + c0 * 4, d);
+      }
+    }
+    for (int64_t k4 = K4; k4 < KB; ++k4) {  // the last < 4 bytes: no gather past the matrix's end
+      alignas(64) uint32_t d[16] = {};
+      for (int c = 0; c < valid; ++c) {
+        const uint32_t x = base[(c0 + c) * KB + k4];
+        d[c] = (x & 3u) | ((x << 6) & 0x300u) | ((x << 12) & 0x30000u) | ((x << 18) & 0x3000000u);
+      }
+      _mm512_storeu_si512(D + k4 * TN * 4 + c0 * 4, _mm512_load_si512(d));
+    }
+  }
+}
+
+// The loops over the tile are unrolled by pragma so that GCC keeps acc in 24 registers (rolled,
+// it keeps the array on the stack: a load and a store around every vpdpbusd, at half the speed).
+template <int MR>
+static void tiles_mr(const Problem& P, int64_t m, int64_t n, int nt, const uint8_t* D) {
+  __m512i acc[MR][TZ];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int z = 0; z < TZ; ++z) acc[i][z] = _mm512_setzero_si512();
+  const int8_t* a = P.A + m * P.lda;
+  for (int64_t k4 = 0; k4 < P.KB; ++k4) {
+    const uint8_t* dk = D + k4 * TN * 4;
+    __m512i w[TZ];
+#pragma GCC unroll 4
+    for (int z = 0; z < TZ; ++z) w[z] = _mm512_loadu_si512(dk + 64 * z);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      int32_t q4;
+      std::memcpy(&q4, a + i * P.lda + 4 * k4, 4);
+      const __m512i av = _mm512_set1_epi32(q4);
+#pragma GCC unroll 4
+      for (int z = 0; z < TZ; ++z) acc[i][z] = _mm512_dpbusd_epi32(acc[i][z], w[z], av);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const __m512i s = _mm512_set1_epi32(P.rowsum[m + i]);
+#pragma GCC unroll 4
+    for (int z = 0; z < TZ; ++z) {
+      const int valid = std::max(0, std::min(16, nt - 16 * z));
+      if (valid == 0) continue;
+      const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+      const __m512i r = _mm512_sub_epi32(acc[i][z], s);
+      const int64_t o = (m + i) * P.N + n + 16 * z;
+      if (P.yh != nullptr || P.yf != nullptr) {
+        // (float)(acc - sum) * fac, one rounding, exactly the scalar epilogue
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(r), _mm512_set1_ps(P.fac[m + i]));
+        if (P.yh == nullptr) {
+          _mm512_mask_storeu_ps(P.yf + o, mask, v);
+        } else {
+          alignas(64) float tmp[16];
+          _mm512_store_ps(tmp, v);
+          for (int j = 0; j < valid; ++j) P.yh[o + j] = to_half_bits(tmp[j], P.hkind);
+        }
+      } else {
+        _mm512_mask_storeu_epi32(P.yi + o, mask, r);
+      }
+    }
+  }
+}
+
+static void run_tiles(const Problem& P, int64_t n0, int64_t n1) {
+  std::unique_ptr<uint8_t, void (*)(void*)> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(P.KB * TN * 4 + 64))), &std::free);
+  if (!buf) throw std::bad_alloc();
+  for (int64_t n = n0; n < n1; n += TN) {
+    const int nt = static_cast<int>(std::min<int64_t>(TN, n1 - n));
+    decode_tile(P, n, nt, buf.get());
+    int64_t m = 0;
+    for (; m + TMR <= P.M; m += TMR) tiles_mr<TMR>(P, m, n, nt, buf.get());
+    switch (P.M - m) {
+      case 5: tiles_mr<5>(P, m, n, nt, buf.get()); break;
+      case 4: tiles_mr<4>(P, m, n, nt, buf.get()); break;
+      case 3: tiles_mr<3>(P, m, n, nt, buf.get()); break;
+      case 2: tiles_mr<2>(P, m, n, nt, buf.get()); break;
+      case 1: tiles_mr<1>(P, m, n, nt, buf.get()); break;
+      default: break;
+    }
+  }
+}
 }  // namespace isa_vnni
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -360,7 +512,7 @@ static void quant_row_portable(const In* x, int64_t K, int8_t* q, float* xs, int
   *rowsum = sum;
 }
 
-enum Isa : int64_t { kPortable = 0, kAvx2 = 1, kVnni = 2 };
+enum Isa : int64_t { kPortable = 0, kAvx2 = 1, kVnni = 2, kAvxVnni = 3 };
 
 static bool isa_supported(int64_t isa) {
   switch (isa) {
@@ -373,6 +525,8 @@ static bool isa_supported(int64_t isa) {
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
              __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vnni");
+    case kAvxVnni:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avxvnni");
 #endif
     default:
       return false;
@@ -380,7 +534,7 @@ static bool isa_supported(int64_t isa) {
 }
 
 static int64_t best_isa() {
-  for (int64_t isa : {kVnni, kAvx2})
+  for (int64_t isa : {kVnni, kAvxVnni, kAvx2})
     if (isa_supported(isa)) return isa;
   return kPortable;
 }
@@ -391,6 +545,8 @@ static const char* isa_name(int64_t isa) {
       return "avx2";
     case kVnni:
       return "avx512vnni";
+    case kAvxVnni:
+      return "avxvnni";
     default:
       return "portable";
   }
@@ -401,6 +557,7 @@ static const Kernels& kernels_for(int64_t isa) {
               "' is not supported by this CPU");
 #ifdef BT_X86
   if (isa == kVnni) return isa_vnni::kernels;
+  if (isa == kAvxVnni) return isa_avxvnni::kernels;
   if (isa == kAvx2) return isa_avx2::kernels;
 #endif
   return isa_portable::kernels;
@@ -478,14 +635,25 @@ static void check_input(const at::Tensor& x, int64_t K) {
               "ternary cpu kernel: input must be a contiguous (M, ", K, ") CPU tensor");
 }
 
-// mode: 0 = pick by M (pre-decoded at M >= pre_min_m), 1 = decode in registers, 2 = pre-decoded.
+// mode: 0 = pick by M (pre-decoded at M >= pre_min_m, broadcast tiles from kTilesMinRows where
+// the flavour has them), 1 = decode in registers, 2 = pre-decoded, 3 = the broadcast tiles where
+// the flavour has them (else pre-decoded).
 // (Batches of 2-4x more pre-decoded rows, to stream the activations fewer times, measured the
 // same on the 2-core EPYC.)
+// Tiles vs pre-decoded rows, one AVX-512 VNNI core (EPYC, 6912 x 2560): 1.1x slower at 64 rows,
+// 1.15x faster at 128, 1.3-1.8x at 512-626 (bench/cpu_kernel_sweep.py --schedules).
+static constexpr int64_t kTilesMinRows = 128;
+
+static bool use_tiles(const Kernels& kern, int64_t mode, int64_t M) {
+  return kern.run_tiles != nullptr && (mode == 3 || (mode == 0 && M >= kTilesMinRows));
+}
+
 static void run(Problem& P, const Kernels& kern, int64_t mode, int64_t pre_min_m) {
-  const bool pre = mode == 2 || (mode == 0 && P.M >= pre_min_m);
+  const bool tiles = use_tiles(kern, mode, P.M);
+  const bool pre = mode == 2 || mode == 3 || (mode == 0 && P.M >= pre_min_m);
   P.nb = kern.nb;
   // Work items: groups of output columns (a multiple of every flavour's NR / PNR).
-  const int64_t tn = pre ? P.nb : 8;
+  const int64_t tn = tiles ? 64 : pre ? P.nb : 8;
   const int64_t items = (P.N + tn - 1) / tn;
   // One thread below ~2^25 MACs (~0.3 ms on one AVX2 core), chunks of >= 2^22 MACs above. Waking
   // a second OpenMP thread pays off little for so short a call, and where another process holds
@@ -493,24 +661,32 @@ static void run(Problem& P, const Kernels& kern, int64_t mode, int64_t pre_min_m
   const int64_t work = std::max<int64_t>(1, P.M * P.lda * tn);  // MACs per item
   const int64_t grain = P.M * P.lda * P.N < (int64_t(1) << 25) ? items
                                                                : std::max<int64_t>(1, (int64_t(1) << 22) / work);
-  const RunFn fn = pre ? kern.run_pre : kern.run_fly;
+  const RunFn fn = tiles ? kern.run_tiles : pre ? kern.run_pre : kern.run_fly;
   at::parallel_for(0, items, grain, [&](int64_t i0, int64_t i1) { fn(P, i0 * tn, std::min(P.N, i1 * tn)); });
 }
 
-// y = x Wᵀ in fp32, bit-identical to the reference backend.
+static Prepared prepare_for(const at::Tensor& x, int64_t K, int64_t isa, const Kernels& kern, int64_t mode) {
+  // The broadcast tiles read natural-order rows (zero past K); the other schedules permuted ones.
+  return use_tiles(kern, mode, x.size(0)) ? prepare_activations(x, K, isa, 1, &permute_none)
+                               : prepare_activations(x, K, isa, kern.vw, kern.permute);
+}
+
+// y = x Wᵀ, bit-identical to the reference backend: fp32 (out_kind 0), or that fp32 value rounded
+// to bf16 (1) / fp16 (2) as torch's .to() rounds it, saving a pass over the output.
 at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& codes, int64_t K, const at::Tensor& scale,
-                             int64_t isa, int64_t mode, int64_t pre_min_m) {
+                             int64_t isa, int64_t mode, int64_t pre_min_m, int64_t out_kind) {
   check_weight(codes, K);
   check_input(x, K);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf,
               "ternary cpu kernel: input must be float32, bfloat16 or float16");
   TORCH_CHECK(scale.device().is_cpu() && scale.numel() == 1 && scale.scalar_type() == at::kFloat,
               "ternary cpu kernel: scale must be one fp32 value");
+  TORCH_CHECK(out_kind >= 0 && out_kind <= 2, "ternary cpu kernel: out_kind must be 0 (fp32), 1 (bf16) or 2 (fp16)");
   const Kernels& kern = kernels_for(isa);
   const int64_t M = x.size(0), N = codes.size(0);
-  auto y = at::empty({M, N}, at::kFloat);
+  auto y = at::empty({M, N}, out_kind == 1 ? at::kBFloat16 : out_kind == 2 ? at::kHalf : at::kFloat);
   if (M == 0 || N == 0) return y;
-  Prepared pa = prepare_activations(x, K, isa, kern.vw, kern.permute);
+  Prepared pa = prepare_for(x, K, isa, kern, mode);
   // torch: weight.scale / xs (fp32 division), then acc.float() * that.
   const float wscale = scale.contiguous().data_ptr<float>()[0];
   auto fac = at::empty({M}, at::kFloat);
@@ -518,7 +694,13 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& codes, int64_t 
   float* f = fac.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m) f[m] = wscale / xs[m];
   Problem P{pa.A.data_ptr<int8_t>(), pa.A.size(1), pa.rowsum.data_ptr<int32_t>(), f, M,
-            codes.data_ptr<uint8_t>(), codes.size(1), N, y.data_ptr<float>(), nullptr, 0};
+            codes.data_ptr<uint8_t>(), codes.size(1), N, nullptr, nullptr, 0};
+  if (out_kind == 0) {
+    P.yf = y.data_ptr<float>();
+  } else {
+    P.yh = reinterpret_cast<uint16_t*>(y.data_ptr());
+    P.hkind = static_cast<int>(out_kind);
+  }
   run(P, kern, mode, pre_min_m);
   return y;
 }
@@ -533,7 +715,7 @@ at::Tensor ternary_matmul_codes(const at::Tensor& q, const at::Tensor& codes, in
   const int64_t M = q.size(0), N = codes.size(0);
   auto y = at::empty({M, N}, at::kInt);
   if (M == 0 || N == 0) return y;
-  Prepared pa = prepare_activations(q, K, isa, kern.vw, kern.permute);
+  Prepared pa = prepare_for(q, K, isa, kern, mode);
   Problem P{pa.A.data_ptr<int8_t>(), pa.A.size(1), pa.rowsum.data_ptr<int32_t>(), nullptr, M,
             codes.data_ptr<uint8_t>(), codes.size(1), N, nullptr, y.data_ptr<int32_t>(), 0};
   run(P, kern, mode, pre_min_m);
@@ -552,7 +734,8 @@ std::vector<at::Tensor> quantize(const at::Tensor& x, int64_t isa) {
 }  // namespace bt
 
 TORCH_LIBRARY(bitvla_ternary_cpu, m) {
-  m.def("matmul(Tensor x, Tensor codes, int in_features, Tensor scale, int isa, int mode, int pre_min_m) -> Tensor",
+  m.def("matmul(Tensor x, Tensor codes, int in_features, Tensor scale, int isa, int mode, int pre_min_m, "
+        "int out_kind=0) -> Tensor",
         &bt::ternary_matmul);
   m.def("matmul_codes(Tensor q, Tensor codes, int in_features, int isa, int mode, int pre_min_m) -> Tensor",
         &bt::ternary_matmul_codes);

@@ -123,7 +123,10 @@ static void tile_entry(const TileArgs& t) {
   tile_dot<MR, NR, PRE>(t.a, t.lda, t.w, t.tail, t.nfull, t.nblocks, r);
   for (int i = 0; i < MR; ++i) {
     const int32_t s = t.rowsum[i];
-    if (t.yf != nullptr) {
+    if (t.yh != nullptr) {  // the fp32 value rounded to bf16 / fp16, as torch's .to() rounds it
+      const float f = t.fac[i];
+      for (int j = 0; j < NR; ++j) t.yh[i * t.ldy + j] = to_half_bits(static_cast<float>(r[i][j] - s) * f, t.hkind);
+    } else if (t.yf != nullptr) {
       const float f = t.fac[i];
       for (int j = 0; j < NR; ++j) t.yf[i * t.ldy + j] = static_cast<float>(r[i][j] - s) * f;
     } else {
@@ -152,6 +155,8 @@ static inline void set_rows(TileArgs& t, const Problem& P, int64_t m, int64_t n)
   t.fac = P.fac != nullptr ? P.fac + m : nullptr;
   t.yf = P.yf != nullptr ? P.yf + m * P.N + n : nullptr;
   t.yi = P.yi != nullptr ? P.yi + m * P.N + n : nullptr;
+  t.yh = P.yh != nullptr ? P.yh + m * P.N + n : nullptr;
+  t.hkind = P.hkind;
 }
 
 // Output columns [n0, n1): weights decoded in registers straight from the packed rows. Each
@@ -250,4 +255,8 @@ static void run_pre(const Problem& P, int64_t n0, int64_t n1) {
   }
 }
 
-static const Kernels kernels = {VW, Tr::NB, &run_fly, &run_pre, &permute_rows};
+#ifndef BT_RUN_TILES
+#define BT_RUN_TILES nullptr
+#endif
+static const Kernels kernels = {VW, Tr::NB, &run_fly, &run_pre, &permute_rows, BT_RUN_TILES};
+#undef BT_RUN_TILES
