@@ -210,8 +210,9 @@ def main() -> None:
 
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    from bitvla_ros.kernels.autotune import cpu_model, isa_flags
+
+    cpu = f"{cpu_model()} [{' '.join(isa_flags())}]"
     print(f"full-size BitVLA text generation, greedy, M = 1; {cpu}; {torch.get_num_threads()} threads; "
           f"{args.new_tokens} new tokens per run, {args.repeats} runs per side (hf-packed: 1), medians")
     flags = ["--new-tokens", str(args.new_tokens), "--text-tokens", str(args.text_tokens)]

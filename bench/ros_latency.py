@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,18 +36,10 @@ import numpy as np
 
 from common import random_model_folder, ros_isolation
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-
-
 def cpu_description() -> str:
-    model, flags = platform.processor() or "?", set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    isa = " ".join(f for f in ISA_FLAGS if f in flags) or "no AVX2"
-    return f"{model} ({os.cpu_count()} CPUs; {isa})"
+    from bitvla_ros.kernels.autotune import cpu_model, isa_flags
+
+    return f"{cpu_model()} ({os.cpu_count()} CPUs; {' '.join(isa_flags()) or 'no SIMD flags'})"
 
 
 def process_cpu_s(pid: int) -> float:

@@ -25,9 +25,12 @@ ACTIONS = ["dx", "dy", "dz", "dax", "day", "daz", "gripper"]
 class FakePredictor:
     def __init__(self):
         self.model = SimpleNamespace(config=SimpleNamespace(action_dim=7, num_images=2, use_proprio=True, proprio_dim=8,
-                                                            vision=SimpleNamespace(image_size=16)),
+                                                            action_chunk=8, vision=SimpleNamespace(image_size=16)),
                                      backend_name="fake")
         self.mode = "ok"
+
+    def warm_up(self):
+        return self.predict([np.zeros((16, 16, 3), np.uint8)] * 2, "warm up", np.zeros(8))
 
     def predict(self, images, instruction, proprio):
         if self.mode == "raise":

@@ -166,6 +166,16 @@ class PolicyRunner:
         with self._lock:
             self.safety.limits = limits
 
+    def set_schedule(self, execute_steps: int | None = None, prefetch_steps: int | None = None,
+                     chunk_join: str | None = None, blend_steps: int | None = None) -> None:
+        """A new schedule for the chunks to come (raises ValueError, keeping the old one, if invalid)."""
+        with self._lock:
+            sch = self.scheduler
+            sch.configure(execute_steps, prefetch_steps, chunk_join, blend_steps)
+            s = self.settings
+            s.execute_steps, s.prefetch_steps, s.chunk_join, s.blend_steps = (sch.execute_steps, sch.prefetch_steps,
+                                                                               sch.join, sch.blend_steps)
+
     def set_hold_command(self, mode: str) -> None:
         if mode not in HOLD_MODES:
             raise ValueError(f"hold_command must be one of {HOLD_MODES}, got {mode!r}")

@@ -33,28 +33,42 @@ class ScheduledAction:
     due: float          # start of its control slot
 
 
+def check_schedule(execute_steps: int, prefetch_steps: int, join: str, blend_steps: int) -> None:
+    """Raise ValueError (what was expected, what was given) for a schedule that cannot run."""
+    if execute_steps < 1:
+        raise ValueError(f"execute_steps must be at least 1, got {execute_steps}")
+    if not 0 <= prefetch_steps < execute_steps:
+        raise ValueError(f"prefetch_steps must be in [0, execute_steps) = [0, {execute_steps}), got {prefetch_steps}")
+    if join not in JOINS:
+        raise ValueError(f"chunk_join must be one of {JOINS}, got {join!r}")
+    if blend_steps < 1:
+        raise ValueError(f"blend_steps must be at least 1, got {blend_steps}")
+
+
 class ChunkScheduler:
     def __init__(self, period: float, execute_steps: int, prefetch_steps: int = 0, join: str = "replace",
                  blend_steps: int = 3, frozen_dims=()):
         if period <= 0:
             raise ValueError(f"the control period must be positive, got {period}")
-        if execute_steps < 1:
-            raise ValueError(f"execute_steps must be at least 1, got {execute_steps}")
-        if not 0 <= prefetch_steps < execute_steps:
-            raise ValueError(f"prefetch_steps must be in [0, execute_steps) = [0, {execute_steps}), "
-                             f"got {prefetch_steps}")
-        if join not in JOINS:
-            raise ValueError(f"chunk_join must be one of {JOINS}, got {join!r}")
-        if blend_steps < 1:
-            raise ValueError(f"blend_steps must be at least 1, got {blend_steps}")
-        self.period, self.execute_steps, self.prefetch_steps = period, execute_steps, prefetch_steps
-        self.join, self.blend_steps, self.frozen_dims = join, blend_steps, list(frozen_dims)
+        self.period, self.frozen_dims = period, list(frozen_dims)
+        self.execute_steps = self.prefetch_steps = self.blend_steps = 0
+        self.join = ""
+        self.configure(execute_steps, prefetch_steps, join, blend_steps)
         self._queue: deque[ScheduledAction] = deque()
         self._chunks = 0
         self.in_flight = False
         self.replan_at = -math.inf  # when the next observation is wanted
         self.current: ScheduledAction | None = None  # the action whose slot started last
         self.dropped_late = 0       # queued actions whose slot ended before they could be sent
+
+    def configure(self, execute_steps: int | None = None, prefetch_steps: int | None = None, join: str | None = None,
+                  blend_steps: int | None = None) -> None:
+        """Change the schedule (checked whole first; the next chunk follows it)."""
+        new = (self.execute_steps if execute_steps is None else execute_steps,
+               self.prefetch_steps if prefetch_steps is None else prefetch_steps,
+               self.join if join is None else join, self.blend_steps if blend_steps is None else blend_steps)
+        check_schedule(*new)
+        self.execute_steps, self.prefetch_steps, self.join, self.blend_steps = new
 
     @property
     def replan_every(self) -> float:

@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
@@ -32,7 +31,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from bitvla_ros.model.runtime import RuntimeSettings
 from bitvla_ros.policy.rejections import Rejected
 from bitvla_ros.policy.runner import HOLD_MODES, STREAM, TRAJECTORY, PolicyRunner, PolicySettings
-from bitvla_ros.policy.scheduler import JOINS
+from bitvla_ros.policy.safety import SafetyLimits
+from bitvla_ros.policy.scheduler import JOINS, check_schedule
 from bitvla_ros.policy.timing import STAMP_MODES
 from bitvla_ros.ros.conversions import camera_input, header_seconds, node_seconds
 from bitvla_ros.ros.diagnostics import ERROR, OK, WARN, publish_status
@@ -114,16 +114,6 @@ def load_predictor(model_path: str, backend: str, unnorm_key: str, center_crop: 
                                            image_pipeline=None if pipeline == "auto" else pipeline, device=device)
 
 
-def warm_up(predictor) -> float:
-    """One forward on a blank observation, so the first real chunk is not the slow one."""
-    cfg = predictor.model.config
-    size = cfg.vision.image_size
-    start = time.perf_counter()
-    proprio = np.zeros(cfg.proprio_dim) if cfg.use_proprio else None
-    predictor.predict([np.zeros((size, size, 3), np.uint8)] * cfg.num_images, "warm up", proprio)
-    return time.perf_counter() - start
-
-
 def check_model_folder(path: str) -> RuntimeSettings:
     """Cheap checks of a model folder before anything loads; its runtime settings."""
     folder = Path(path).expanduser()
@@ -145,7 +135,7 @@ def resolve_settings(p: dict, runtime: RuntimeSettings) -> PolicySettings:
         proprio_names=named(p["proprio_names"]) or list(runtime.proprio_names),
         action_names=named(p["action_names"]) or list(runtime.action_names),
         control_rate_hz=p["control_rate_hz"] or runtime.rate_hz,
-        execute_steps=p["execute_steps"] or runtime.execute_steps or 8,
+        execute_steps=p["execute_steps"] or runtime.execute_steps or PolicySettings.execute_steps,
         prefetch_steps=p["prefetch_steps"], chunk_join=p["chunk_join"], blend_steps=p["blend_steps"],
         blend_frozen=named(p["blend_frozen"]), max_observation_age_s=p["max_observation_age_s"],
         command_type=p["command_type"], stamp_mode=p["stamp_mode"], lower=p["action_lower"],
@@ -165,7 +155,7 @@ class PolicyInterface:
                 runtime = check_model_folder(values["model_path"])
             except ValueError as e:
                 self.log.error(f"model_path: {e}; no commands until a model loads (set model_path)")
-        self.runtime = runtime
+        self.runtime, self.model_chunk = runtime, None  # the chunk length is known once a model loads
         settings = resolve_settings(values, runtime)
         self.runner = PolicyRunner(settings, log=self.log.warning, clock=self.now)
         self.model_label, self.loading, self.last_load_error = "", "", ""
@@ -268,10 +258,10 @@ class PolicyInterface:
         predictor = load_predictor(cfg["model_path"], cfg["backend"], cfg["unnorm_key"], cfg["center_crop"],
                                    cfg["image_pipeline"], cfg["device"])
         self.runner.check(predictor)
-        warm = warm_up(predictor)
-        self.runtime = runtime
-        if self.values["execute_steps"] == 0:
-            self._set_schedule(execute_steps=runtime.execute_steps or self.runner.settings.execute_steps)
+        warm = predictor.warm_up().inference_s
+        chunk = predictor.model.config.action_chunk
+        self.runner.set_schedule(execute_steps=self._execute_steps(self.values["execute_steps"], runtime, chunk))
+        self.runtime, self.model_chunk = runtime, chunk
         self.runner.stage(predictor)
         self.model_label = cfg["model_path"]
         summary = predictor.summary() if hasattr(predictor, "summary") else ""
@@ -311,16 +301,12 @@ class PolicyInterface:
             raise ValueError(f"the model runs at {runtime.rate_hz} Hz, the node at {s.control_rate_hz} Hz; restart "
                              "the node (or set control_rate_hz) to change it")
 
-    def _set_schedule(self, **changes) -> None:
-        sch = self.runner.scheduler
-        e = changes.get("execute_steps", sch.execute_steps)
-        pf = changes.get("prefetch_steps", sch.prefetch_steps)
-        if not 0 <= pf < e:
-            raise ValueError(f"prefetch_steps must be in [0, execute_steps) = [0, {e}), got {pf}")
-        sch.execute_steps, sch.prefetch_steps = e, pf
-        sch.join = changes.get("chunk_join", sch.join)
-        sch.blend_steps = changes.get("blend_steps", sch.blend_steps)
-        self.runner.settings.execute_steps, self.runner.settings.prefetch_steps = e, pf
+    def _execute_steps(self, param: int, runtime: RuntimeSettings | None = None, chunk: int | None = None) -> int:
+        """The parameter, else the model's runtime.json, else the model's whole chunk."""
+        runtime, chunk = runtime or self.runtime, chunk or self.model_chunk
+        if param:
+            return param
+        return runtime.execute_steps_for(chunk) if chunk else runtime.execute_steps or PolicySettings.execute_steps
 
     # --- parameters: validate, then apply -----------------------------------------------------
 
@@ -336,15 +322,11 @@ class PolicyInterface:
                     raise ValueError(f"a policy is still loading ({self.loading}); try again when it is done")
                 self._check_runtime(check_model_folder(value("model_path")))
             if any(n in changes for n in LIMIT_PARAMS):
-                from bitvla_ros.policy.safety import SafetyLimits
-
                 SafetyLimits.build(len(self.runner.settings.action_names), value("action_lower"),
                                    value("action_upper"), value("max_step_delta"))
             if any(n in changes for n in SCHEDULE_PARAMS):
-                e = value("execute_steps") or self.runtime.execute_steps or self.runner.settings.execute_steps
-                if not 0 <= value("prefetch_steps") < e:
-                    raise ValueError(f"prefetch_steps must be in [0, execute_steps) = [0, {e}), "
-                                     f"got {value('prefetch_steps')}")
+                check_schedule(self._execute_steps(value("execute_steps")), value("prefetch_steps"),
+                               value("chunk_join"), value("blend_steps"))
         except ValueError as e:
             reason = f"kept the running policy: {e}" if any(n in changes for n in SWAP_PARAMS) else str(e)
             return SetParametersResult(successful=False, reason=reason)
@@ -370,9 +352,9 @@ class PolicyInterface:
         if "latency_compensation" in changes:
             self.runner.settings.latency_compensation = bool(changes["latency_compensation"])
         if any(n in changes for n in SCHEDULE_PARAMS):
-            self._set_schedule(execute_steps=self.values["execute_steps"] or self.runtime.execute_steps
-                               or self.runner.settings.execute_steps,
-                               **{n: changes[n] for n in ("prefetch_steps", "chunk_join", "blend_steps") if n in changes})
+            v = self.values
+            self.runner.set_schedule(self._execute_steps(v["execute_steps"]), v["prefetch_steps"], v["chunk_join"],
+                                     v["blend_steps"])
         self._applied = {n: self.values[n] for n in SWAP_PARAMS}
 
     # --- services and status --------------------------------------------------------------------
