@@ -8,6 +8,10 @@ Reports RSS after import, after load, after one forward pass (with --backend's k
 times the candidates first, or reads this machine's cache), and the peak.
 
     .venv/bin/python bench/memory.py [--no-forward] [--keep DIR] [--backend auto|cpu|reference|...]
+                                     [--heads float|int8]
+
+--heads int8 stores the projectors and the action head as int8 rows (`bitvla convert --heads int8`);
+bench/int8_heads.py measures what that does to a trained model's actions.
 """
 
 from __future__ import annotations
@@ -23,22 +27,30 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(mode: str, folder: str, forward: bool, backend: str) -> dict:
+def deploy_model(heads: str):
+    from common import random_deploy_model
+
+    from bitvla_ros.model.config import bitvla_3b
+
+    model = random_deploy_model(bitvla_3b())
+    return model.compact_heads() if heads == "int8" else model
+
+
+def child(mode: str, folder: str, forward: bool, backend: str, heads: str) -> dict:
     import torch
 
-    from common import dummy_inputs, mapped_rss_mb, peak_rss_mb, random_deploy_model, rss_mb, rss_split_mb
+    from common import dummy_inputs, mapped_rss_mb, peak_rss_mb, rss_mb, rss_split_mb
 
     from bitvla_ros.model.checkpoint import load_packed, save_packed
-    from bitvla_ros.model.config import bitvla_3b
 
     torch.set_grad_enabled(False)
     out = {"import": rss_mb()}
     out["anon_import"], _ = rss_split_mb()
     start = time.perf_counter()
     if mode == "write":
-        save_packed(random_deploy_model(bitvla_3b()), folder)
+        save_packed(deploy_model(heads), folder)
         return {"write_s": time.perf_counter() - start}
-    model = random_deploy_model(bitvla_3b()) if mode == "in-memory" else load_packed(folder, backend="reference")
+    model = deploy_model(heads) if mode == "in-memory" else load_packed(folder, backend="reference")
     model.set_backend(backend)
     out["backend"] = model.backend_name
     out.update(load=rss_mb(), load_s=time.perf_counter() - start)
@@ -63,33 +75,39 @@ def run_child(*args: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     p.add_argument("--backend", default="auto", help="kernel backend for the forward (default: auto)")
     p.add_argument("--no-forward", action="store_true", help="measure after load only (fast)")
     p.add_argument("--keep", help="write the packed folder here and keep it (default: a temp dir)")
+    p.add_argument("--heads", default="float", choices=["float", "int8"],
+                   help="storage of the projectors and action head (default float = bf16)")
     args = p.parse_args()
     if args.child:
-        mode, folder, forward, backend = args.child
-        print(json.dumps(child(mode, folder, forward == "1", backend)))
+        mode, folder, forward, backend, heads = args.child
+        print(json.dumps(child(mode, folder, forward == "1", backend, heads)))
         return
 
     sys.path.insert(0, str(HERE))
+    import torch
+
+    from bitvla_ros.kernels.autotune import cpu_model, isa_flags
     from bitvla_ros.model.config import bitvla_3b
     from bitvla_ros.model.inventory import inventory
 
-    sizes = inventory(bitvla_3b())
+    sizes = inventory(bitvla_3b(), heads=args.heads)
     master = sum(s.bf16_bytes for s in sizes.values()) / 1e6
     packed = sum(s.packed_bytes for s in sizes.values()) / 1e6
     print(f"BitVLA-3B: bf16 master weights {master:,.0f} MB; packed deploy form {packed:,.0f} MB "
-          f"({master / packed:.2f}x smaller)")
+          f"({master / packed:.2f}x smaller; heads {args.heads})")
+    print(f"CPU: {cpu_model()} ({', '.join(isa_flags()) or 'no SIMD flags read'}), {torch.get_num_threads()} threads")
     forward = "0" if args.no_forward else "1"
     with tempfile.TemporaryDirectory(prefix="bitvla-mem-") as tmp:
         folder = args.keep or str(Path(tmp) / "packed")
-        results = {"in-memory": run_child("in-memory", folder, forward, args.backend)}
-        written = run_child("write", folder, "0", args.backend)
+        results = {"in-memory": run_child("in-memory", folder, forward, args.backend, args.heads)}
+        written = run_child("write", folder, "0", args.backend, args.heads)
         print(f"(wrote the packed folder in {written['write_s']:.0f} s: "
               f"{sum(f.stat().st_size for f in Path(folder).iterdir()) / 1e6:,.0f} MB)")
-        results["mmap"] = run_child("mmap", folder, forward, args.backend)
+        results["mmap"] = run_child("mmap", folder, forward, args.backend, args.heads)
     print()
     print(f"{'mode':10s} {'import':>8s} {'loaded':>8s} {'model':>8s} {'forward':>8s} {'peak':>8s} "
           f"{'vs bf16':>8s}  (MB resident)")

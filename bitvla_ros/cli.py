@@ -82,7 +82,7 @@ def _cmd_convert(args) -> int:
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
     start = time.perf_counter()
     try:
-        model = convert(args.src, args.dst, embedding=args.embedding, dtype=dtype)
+        model = convert(args.src, args.dst, embedding=args.embedding, dtype=dtype, heads=args.heads)
     except (CheckpointError, FileNotFoundError) as e:
         print(f"bitvla convert: {e}", file=sys.stderr)
         return 2
@@ -446,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="token embedding storage: int8 rows + scales (default) or float")
     conv.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                       help="dtype of the non-ternary tensors (default bfloat16)")
+    conv.add_argument("--heads", default="float", choices=["float", "int8"],
+                      help="projectors and action head: float in --dtype (default) or int8 rows + scales "
+                           "(half the bytes; bench/int8_heads.py measures the effect on actions)")
     conv.set_defaults(func=_cmd_convert)
 
     tr = sub.add_parser("train", help="OFT fine-tuning (L1 on action chunks) on a recorded dataset",

@@ -24,7 +24,14 @@ from bitvla_ros.model.bitnet import BitNetModel
 from bitvla_ros.model.config import BitVLAConfig
 from bitvla_ros.model.embedding import QuantizedEmbedding
 from bitvla_ros.model.heads import L1ActionHead, ProprioProjector, Projector
+from bitvla_ros.model.int8_linear import Int8Linear
+from bitvla_ros.model.meta import meta_skeleton
 from bitvla_ros.model.vision import VisionEncoder
+
+# How the embedding and the float heads may be stored in deploy form.
+STORAGES = ("int8", "float")
+# The float parts around the towers that ``heads='int8'`` compacts.
+HEAD_MODULES = ("projector", "proprio_projector", "action_head")
 
 # Text tokens of a chunk besides images and action slots: the prompt template and a ~12-word
 # instruction (626 tokens in all at full size, as bench/model.py's inputs).
@@ -45,11 +52,11 @@ class BitVLA(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.projector.linear_1.weight.dtype
+        return self.llm.norm.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.projector.linear_1.weight.device
+        return self.llm.norm.weight.device
 
     # --- forward -----------------------------------------------------------------------------
 
@@ -151,18 +158,24 @@ class BitVLA(nn.Module):
     def ternary_layers(self):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, BitLinear) and m.quantize]
 
-    def to_deploy(self, backend: str = "auto", embedding: str = "int8", dtype: torch.dtype | None = None) -> "BitVLA":
+    def to_deploy(self, backend: str = "auto", embedding: str = "int8", dtype: torch.dtype | None = None,
+                  heads: str = "float") -> "BitVLA":
         """Pack every ternary linear (dropping its float weight), optionally store the token
-        embedding as int8 rows, and cast the remaining parameters to ``dtype``.
+        embedding as int8 rows and the projectors' and action head's linears as int8 rows
+        (``heads='int8'``), and cast the remaining parameters to ``dtype``.
 
         Quantization scales stay fp32 buffers; only parameters take ``dtype``.
         """
+        if embedding not in STORAGES:
+            raise ValueError(f"embedding storage must be one of {STORAGES}, got {embedding!r}")
+        if heads not in STORAGES:
+            raise ValueError(f"heads storage must be one of {STORAGES}, got {heads!r}")
         for _, layer in self.ternary_layers():
             layer.to_deploy(backend)
         if embedding == "int8" and isinstance(self.llm.embed_tokens, nn.Embedding):
             self.llm.embed_tokens = QuantizedEmbedding.from_float(self.llm.embed_tokens)
-        elif embedding not in ("int8", "float"):
-            raise ValueError(f"embedding storage must be 'int8' or 'float', got {embedding!r}")
+        if heads == "int8":
+            self.compact_heads()
         if dtype is not None:
             cast_parameters(self, dtype)
         if backend == "auto":
@@ -170,18 +183,41 @@ class BitVLA(nn.Module):
         return self
 
     @classmethod
-    def deploy_skeleton(cls, config: BitVLAConfig, embedding: str = "int8") -> "BitVLA":
+    def deploy_skeleton(cls, config: BitVLAConfig, embedding: str = "int8", heads: str = "float") -> "BitVLA":
         """A deploy-form model on the meta device: packed BitLinears and (optionally) an int8
-        embedding, with no storage at all. Fill it with ``load_state_dict(sd, assign=True)``."""
-        with torch.device("meta"):
+        embedding and int8 heads, with no storage at all. Fill it with
+        ``load_state_dict(sd, assign=True)``."""
+        with meta_skeleton():
             model = cls(config)
-        for name, layer in model.ternary_layers():
-            packed = BitLinear.packed(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
-            model.set_submodule(name, packed)
-        if embedding == "int8":
-            t = config.text
-            model.llm.embed_tokens = QuantizedEmbedding(t.vocab_size, t.hidden_size, device="meta")
+            for name, layer in model.ternary_layers():
+                packed = BitLinear.packed(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                                          device="meta")
+                model.set_submodule(name, packed)
+            if embedding == "int8":
+                t = config.text
+                model.llm.embed_tokens = QuantizedEmbedding(t.vocab_size, t.hidden_size, device="meta")
+            if heads == "int8":
+                for name, linear in model.head_linears():
+                    model.set_submodule(name, Int8Linear(linear.in_features, linear.out_features,
+                                                         bias=linear.bias is not None, device="meta"))
         return model
+
+    def head_linears(self) -> list[tuple[str, nn.Linear]]:
+        """The float linears around the towers (projectors and action head) that ``heads='int8'``
+        stores as int8 rows."""
+        return [(f"{part}.{name}", m) for part in HEAD_MODULES if getattr(self, part) is not None
+                for name, m in getattr(self, part).named_modules() if isinstance(m, nn.Linear)]
+
+    def compact_heads(self) -> "BitVLA":
+        """Store the projectors' and action head's linears as int8 rows (weight-only, per-row scale)."""
+        for name, linear in self.head_linears():
+            self.set_submodule(name, Int8Linear.from_linear(linear))
+        return self
+
+    @property
+    def heads_storage(self) -> str:
+        parts = [getattr(self, part) for part in HEAD_MODULES if getattr(self, part) is not None]
+        return "int8" if any(isinstance(m, Int8Linear) for p in parts for m in p.modules()) else "float"
 
     def set_backend(self, name: str = "auto") -> None:
         """The kernel backend of every packed layer. ``auto`` with the codes on the CPU times the

@@ -28,8 +28,10 @@ from bitvla_ros.model import keymap
 from bitvla_ros.model.runtime import copy_runtime
 from bitvla_ros.model.bitvla import BitVLA, cast_parameters
 from bitvla_ros.model.config import BitVLAConfig, ConfigError
+from bitvla_ros.model.embedding import QuantizedEmbedding
 from bitvla_ros.model.lm_head import LanguageHead
-from bitvla_ros.model.safetensors_io import SafetensorsError, load_mmap
+from bitvla_ros.model.meta import meta_skeleton
+from bitvla_ros.model.safetensors_io import SafetensorsError, data_offset, load_mmap
 from bitvla_ros.model.tokenizer import load_tokenizer, token_ids
 
 PACKED_FORMAT = "packed"
@@ -117,7 +119,7 @@ def load_published(directory: str | Path, dtype: torch.dtype = torch.float32, re
     used = config.vision_layers_used
     state = {k: v for k, v in state.items() if not _is_unused_vision_layer(k, used)}
 
-    with torch.device("meta"):
+    with meta_skeleton():
         model = BitVLA(config)
     if vlm_only:
         model.action_head = model.proprio_projector = None
@@ -170,7 +172,8 @@ def save_packed(model: BitVLA, directory: str | Path, stats: dict | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
     embedding = "float" if isinstance(model.llm.embed_tokens, torch.nn.Embedding) else "int8"
-    cfg["bitvla_ros"].update(format=PACKED_FORMAT, embedding=embedding, dtype=str(model.dtype).removeprefix("torch."))
+    cfg["bitvla_ros"].update(format=PACKED_FORMAT, embedding=embedding, heads=model.heads_storage,
+                             dtype=str(model.dtype).removeprefix("torch."))
     (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if language_head is not None:
@@ -201,9 +204,12 @@ def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype
     device = torch.device(device)
     if device.type != "cpu":
         state = {k: v.to(device) for k, v in state.items()}
-    model = BitVLA.deploy_skeleton(config, embedding=ours.get("embedding", "int8"))
+    model = BitVLA.deploy_skeleton(config, embedding=ours.get("embedding", "int8"), heads=ours.get("heads", "float"))
     state.pop(PACKED_LANGUAGE_HEAD, None)  # generation reads it on demand (language_head)
     _check_and_assign(model, state, str(path), dtype=None)
+    embed = model.llm.embed_tokens
+    if device.type == "cpu" and isinstance(embed, QuantizedEmbedding):
+        embed.read_rows_from(path, data_offset(path, "llm.embed_tokens.qweight"))
     if dtype is not None:
         cast_parameters(model, dtype)
     model.set_backend(backend)
@@ -211,17 +217,23 @@ def load_packed(directory: str | Path, backend: str = "auto", dtype: torch.dtype
 
 
 def convert(src: str | Path, dst: str | Path, embedding: str = "int8", dtype: torch.dtype = torch.bfloat16,
-            backend: str = "reference") -> BitVLA:
-    """Published master weights (or a packed folder, re-saved) → packed deployment folder."""
+            backend: str = "reference", heads: str = "float") -> BitVLA:
+    """Published master weights (or a packed folder, re-saved) → packed deployment folder.
+    ``heads='int8'`` stores the projectors and the action head as int8 rows (docs/quantization.md)."""
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise CheckpointError("convert would overwrite its source; choose another output folder")
     if checkpoint_format(src) == PACKED_FORMAT:
         model = load_packed(src, backend=backend)
+        if heads == "int8" and model.heads_storage == "float":
+            model.compact_heads()
+        elif heads == "float" and model.heads_storage == "int8":
+            raise CheckpointError(f"{src} stores its heads as int8 rows already; float heads cannot be "
+                                  "recovered from them: convert the published master weights instead")
         head = _stored_language_head(src)
     else:
         model = load_published(src, dtype=dtype)
-        model.to_deploy(backend, embedding=embedding, dtype=dtype)
+        model.to_deploy(backend, embedding=embedding, dtype=dtype, heads=heads)
         head = _stored_language_head(src)
         head = head.to(dtype) if head is not None else None
     if model.config.text.tie_word_embeddings:

@@ -12,6 +12,7 @@ import torch
 
 from bitvla_ros.model.bitvla import BitVLA, cast_parameters
 from bitvla_ros.model.config import BitVLAConfig
+from bitvla_ros.model.meta import meta_skeleton
 
 COMPONENTS = (
     "LLM ternary linears",
@@ -56,16 +57,16 @@ def _tensors(model: torch.nn.Module):
     yield from model.named_buffers()
 
 
-def inventory(config: BitVLAConfig, embedding: str = "int8") -> dict[str, ComponentSize]:
+def inventory(config: BitVLAConfig, embedding: str = "int8", heads: str = "float") -> dict[str, ComponentSize]:
     """Params (master weights), bf16 master bytes and packed-folder bytes per component."""
     sizes = {c: ComponentSize() for c in COMPONENTS}
-    with torch.device("meta"):
+    with meta_skeleton():
         master = BitVLA(config)
     for name, t in _tensors(master):
         s = sizes[component_of(name)]
         s.params += t.numel()
         s.bf16_bytes += t.numel() * 2
-    packed = BitVLA.deploy_skeleton(config, embedding=embedding)
+    packed = BitVLA.deploy_skeleton(config, embedding=embedding, heads=heads)
     cast_parameters(packed, torch.bfloat16)
     for name, t in _tensors(packed):
         sizes[component_of(name)].packed_bytes += t.numel() * t.element_size()

@@ -61,3 +61,11 @@ def load_mmap(path: str | Path) -> dict[str, torch.Tensor]:
         t = torch.frombuffer(mm, dtype=dtype, count=count, offset=start + begin) if count else torch.empty(0, dtype=dtype)
         tensors[name] = t.view(info["shape"])
     return tensors
+
+
+def data_offset(path: str | Path, name: str) -> int:
+    """Byte offset in the file where tensor ``name``'s data starts."""
+    header, start = read_header(path)
+    if name not in header:
+        raise SafetensorsError(f"{path} holds no tensor {name}")
+    return start + header[name]["data_offsets"][0]
