@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from bitvla_ros.kernels import attention, elementwise
 from bitvla_ros.kernels.registry import AUTO_ORDER, available_backends, get_backend
 from bitvla_ros.quant import PackedTernary
 
@@ -295,10 +296,103 @@ def tune(work: Sequence[Workload], *, dtype: torch.dtype = torch.bfloat16, path:
     return tuning
 
 
+# --- attention -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """``count`` attention calls of (heads, kv_heads, tokens, head_dim) per chunk."""
+
+    heads: int
+    kv_heads: int
+    tokens: int
+    head_dim: int
+    count: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.heads}/{self.kv_heads}x{self.tokens}x{self.head_dim}*{self.count}"
+
+
+def measure_calls(calls: dict[str, Sequence[tuple[Callable[[], object], int]]], *, repeats: int = REPEATS,
+                  timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Seconds per chunk for each implementation: Σ count · min call time over its (call, count)
+    pairs, the implementations interleaved call by call (round 0 warms up)."""
+    names = list(calls)
+    best = {name: [float("inf")] * len(calls[name]) for name in names}
+    for rnd in range(repeats + 1):
+        for i in range(len(calls[names[0]])):
+            for name in names:
+                t = _time_once(calls[name][i][0], timer)
+                if rnd:
+                    best[name][i] = min(best[name][i], t)
+    return {name: sum(count * t for (_, count), t in zip(calls[name], best[name])) for name in names}
+
+
+def measure_attention(shapes: Sequence[AttentionShape], *, dtype: torch.dtype = torch.bfloat16,
+                      impls: Sequence[str] = attention.IMPLS, seed: int = 0, **kwargs) -> dict[str, float]:
+    """Seconds per chunk of each attention implementation on these shapes."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [tuple(torch.randn(1, h, s.tokens, s.head_dim, generator=gen).to(dtype)
+                    for h in (s.heads, s.kv_heads, s.kv_heads)) for s in shapes]
+    calls = {name: [((lambda f=attention.get(name), x=x: f(*x)), s.count) for s, x in zip(shapes, inputs)]
+             for name in impls}
+    return measure_calls(calls, **kwargs)
+
+
+def measure_elementwise(rows: int, hidden: int, intermediate: int, layers: int, *,
+                        dtype: torch.dtype = torch.bfloat16, seed: int = 0, **kwargs) -> dict[str, float]:
+    """Seconds per chunk of the LLM's RMSNorms (three of width hidden and one of width
+    intermediate per layer) and its GLU, per implementation (kernels/elementwise.py)."""
+    gen = torch.Generator().manual_seed(seed)
+    xh, xi, up = (torch.randn(rows, d, generator=gen).to(dtype) for d in (hidden, intermediate, intermediate))
+    wh, wi = torch.ones(hidden, dtype=dtype), torch.ones(intermediate, dtype=dtype)
+    calls = {name: [(lambda n=name: elementwise.rms_norm(xh, wh, 1e-5, n), 3 * layers),
+                    (lambda n=name: elementwise.rms_norm(xi, wi, 1e-5, n), layers),
+                    (lambda n=name: elementwise.relu2_glu(xi, up, n), layers)]
+             for name in elementwise.IMPLS}
+    return measure_calls(calls, **kwargs)
+
+
+def tune_attention(shapes: Sequence[AttentionShape], *, dtype: torch.dtype = torch.bfloat16,
+                   path: Path | None = None, use_cache: bool = True, **measure_kwargs) -> Tuning:
+    """The faster attention implementation for these shapes on this CPU, cached like the kernels'."""
+    workload = f"attention {str(dtype).removeprefix('torch.')} " + " ".join(s.key for s in shapes)
+    return _tune(workload, attention.IMPLS, lambda: measure_attention(shapes, dtype=dtype, **measure_kwargs),
+                 path, use_cache, "attention")
+
+
+def tune_elementwise(rows: int, hidden: int, intermediate: int, layers: int, *, dtype: torch.dtype = torch.bfloat16,
+                     path: Path | None = None, use_cache: bool = True, **measure_kwargs) -> Tuning:
+    """Fused or torch RMSNorm / GLU for these shapes on this CPU, cached like the kernels'."""
+    workload = f"elementwise {str(dtype).removeprefix('torch.')} {rows}x{hidden}/{intermediate}*{layers}"
+    return _tune(workload, elementwise.IMPLS,
+                 lambda: measure_elementwise(rows, hidden, intermediate, layers, dtype=dtype, **measure_kwargs),
+                 path, use_cache, "RMSNorm / GLU")
+
+
+def _tune(workload: str, allowed: Sequence[str], measure_now: Callable[[], dict[str, float]],
+          path: Path | None, use_cache: bool, what: str) -> Tuning:
+    """A measured choice among ``allowed``, read from this machine's cache or measured and stored."""
+    machine = machine_id()
+    key = f"{machine} | {workload}"
+    path = path or cache_path()
+    if use_cache:
+        entry = _read_cache(path).get(key)
+        if entry is not None and entry.get("choice") in allowed:
+            return Tuning.from_json(entry)
+    seconds = measure_now()
+    tuning = Tuning(select(seconds), seconds, machine, "measured", workload)
+    if use_cache:
+        _write_cache(path, key, tuning)
+    log.info("%s for cpu tensors: %s", what, tuning.describe())
+    return tuning
+
+
 def static_choice(device: str = "cpu") -> str:
     """What `auto` takes without measuring: the registry's order."""
     return get_backend("auto", device).name
 
 
-__all__ = ["Candidate", "Tuning", "Workload", "cached", "candidates", "cpu_model", "enabled",
+__all__ = ["AttentionShape", "Candidate", "Tuning", "Workload", "cached", "measure_attention", "measure_calls",
+           "measure_elementwise", "tune_attention", "tune_elementwise", "candidates", "cpu_model", "enabled",
            "isa_flags", "machine_id", "measure", "select", "static_choice", "tune"]

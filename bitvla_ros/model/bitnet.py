@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitvla_ros.kernels import attention, elementwise
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.config import TextConfig
 
@@ -21,11 +22,10 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.elementwise_impl = "torch"  # "fused" on a CPU deployment (BitVLA.set_backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return elementwise.rms_norm(x, self.weight, self.eps, self.elementwise_impl)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
@@ -52,6 +52,7 @@ class BitNetAttention(nn.Module):
         self.v_proj = BitLinear(d, cfg.num_key_value_heads * hd, bias=False)
         self.attn_sub_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.o_proj = BitLinear(cfg.num_attention_heads * hd, d, bias=False)
+        self.attention_impl = attention.DEFAULT  # kernels/attention.py; BitVLA.set_attention sets it
 
     def forward(self, x, cos, sin, mask, cache=None):
         b, n, _ = x.shape
@@ -61,7 +62,7 @@ class BitNetAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # generation: attend over the stored past as well
             k, v = cache.update(k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out = attention.get(self.attention_impl)(q, k, v, mask)
         out = out.transpose(1, 2).reshape(b, n, -1)
         return self.o_proj(self.attn_sub_norm(out))
 
@@ -73,10 +74,12 @@ class BitNetMLP(nn.Module):
         self.up_proj = BitLinear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.ffn_sub_norm = RMSNorm(cfg.intermediate_size, cfg.rms_norm_eps)
         self.down_proj = BitLinear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.elementwise_impl = "torch"  # "fused" on a CPU deployment (BitVLA.set_backend)
 
     def forward(self, x):
         # Squared-ReLU GLU; the config's hidden_act is ignored, as in the published module.
-        return self.down_proj(self.ffn_sub_norm(F.relu(self.gate_proj(x)).square() * self.up_proj(x)))
+        return self.down_proj(self.ffn_sub_norm(elementwise.relu2_glu(self.gate_proj(x), self.up_proj(x),
+                                                                   self.elementwise_impl)))
 
 
 class BitNetLayer(nn.Module):
@@ -121,8 +124,10 @@ class BitNetModel(nn.Module):
         positions = torch.arange(start, start + n, device=embeds.device)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, embeds.dtype)
         mask = None
-        if attention_mask is not None:
-            mask = attention_mask.bool()[:, None, None, :]  # keys only: pads are never attended to
+        # Keys only: pads are never attended to. A CPU pass without pads drops the mask (one
+        # masking pass less per layer); on a GPU the check would sync and break graph capture.
+        if attention_mask is not None and not (attention_mask.device.type == "cpu" and bool(attention_mask.all())):
+            mask = attention_mask.bool()[:, None, None, :]
         if causal and not (cache is not None and n == 1):  # one new token sees every stored one
             tri = torch.ones(n, start + n, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
             mask = tri if mask is None else mask & tri

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bitvla_ros.kernels import autotune, heap
+from bitvla_ros.kernels import attention, autotune, elementwise, heap
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.bitnet import BitNetModel
 from bitvla_ros.model.config import BitVLAConfig
@@ -49,6 +49,8 @@ class BitVLA(nn.Module):
         self.proprio_projector = ProprioProjector(config.proprio_dim, h) if config.use_proprio else None
         self.action_head = L1ActionHead(h, config.action_dim, config.action_head_blocks)
         self.kernel_tuning: autotune.Tuning | None = None  # set by set_backend('auto') on a CPU
+        self.attention_tuning: autotune.Tuning | None = None  # set by set_backend on a CPU
+        self.elementwise_tuning: autotune.Tuning | None = None  # likewise
 
     @property
     def dtype(self) -> torch.dtype:
@@ -178,8 +180,7 @@ class BitVLA(nn.Module):
             self.compact_heads()
         if dtype is not None:
             cast_parameters(self, dtype)
-        if backend == "auto":
-            self.set_backend("auto")  # measured, now that the codes and dtype are final
+        self.set_backend(backend)  # `auto` and the attention measured, now that the codes and dtype are final
         return self
 
     @classmethod
@@ -223,15 +224,65 @@ class BitVLA(nn.Module):
         """The kernel backend of every packed layer. ``auto`` with the codes on the CPU times the
         available backends on this model's shapes (or reads this machine's cached timings):
         ``kernel_tuning`` keeps the choice and the figures behind it."""
-        self.kernel_tuning = None
-        if self.deployed and self.device_of_codes() == "cpu":
+        self.kernel_tuning = self.attention_tuning = None
+        on_cpu = self.deployed and self.device_of_codes() == "cpu"
+        if on_cpu:
             heap.keep_activation_pages()
-        if name == "auto" and self.deployed and self.device_of_codes() == "cpu" and autotune.enabled():
+        if name == "auto" and on_cpu and autotune.enabled():
             self.kernel_tuning = autotune.tune(self.kernel_workload(), dtype=self.dtype)
             name = self.kernel_tuning.choice.backend
         for _, layer in self.ternary_layers():
             if layer.deployed:
                 layer.set_backend(name)
+        # Attention is float math, the same whichever ternary backend runs: measured for any of
+        # them (so two backends compared on one machine share it), cached per machine and shape.
+        if on_cpu and autotune.enabled():
+            self.attention_tuning = autotune.tune_attention(self.attention_shapes(), dtype=self.dtype)
+            self.set_attention(self.attention_tuning.choice.backend)
+        else:
+            self.set_attention(attention.DEFAULT)
+        # RMSNorm and the GLU in one pass each, where the cpu kernel's extension is built and
+        # that measured faster than torch's ops here.
+        self.elementwise_tuning = None
+        if on_cpu and autotune.enabled() and elementwise.fused_available():
+            t = self.config.text
+            self.elementwise_tuning = autotune.tune_elementwise(
+                self.attention_shapes()[0].tokens, t.hidden_size, t.intermediate_size, t.num_hidden_layers,
+                dtype=self.dtype)
+            self.set_elementwise(self.elementwise_tuning.choice.backend)
+        else:
+            self.set_elementwise("torch")
+
+    def set_elementwise(self, name: str) -> None:
+        """RMSNorm / GLU implementation of the LLM layers: "torch" or "fused" (kernels/elementwise.py)."""
+        if name not in elementwise.IMPLS:
+            raise ValueError(f"unknown elementwise implementation {name!r}; expected one of {elementwise.IMPLS}")
+        for module in self.modules():
+            if hasattr(module, "elementwise_impl"):
+                module.elementwise_impl = name
+
+    def set_attention(self, name: str) -> None:
+        """The attention implementation of every layer (kernels/attention.py)."""
+        attention.get(name)  # validates
+        for module in self.modules():
+            if hasattr(module, "attention_impl"):
+                module.attention_impl = name
+
+    @property
+    def attention_name(self) -> str:
+        names = {m.attention_impl for m in self.modules() if hasattr(m, "attention_impl")}
+        return names.pop() if len(names) == 1 else "mixed"
+
+    def attention_shapes(self) -> list[autotune.AttentionShape]:
+        """The attention calls of one chunk: the LLM's over the whole sequence, the vision tower's
+        over each image's patches."""
+        cfg, v, t = self.config, self.config.vision, self.config.text
+        image_rows = cfg.num_images * v.num_patches
+        llm_rows = image_rows + cfg.num_action_slots + TYPICAL_TEXT_TOKENS
+        return [autotune.AttentionShape(t.num_attention_heads, t.num_key_value_heads, llm_rows, t.head_dim,
+                                        t.num_hidden_layers),
+                autotune.AttentionShape(v.num_attention_heads, v.num_attention_heads, v.num_patches, v.head_dim,
+                                        cfg.vision_layers_used * cfg.num_images)]
 
     def device_of_codes(self) -> str:
         return self.ternary_layers()[0][1].qweight.device.type

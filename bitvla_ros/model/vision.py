@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bitvla_ros.kernels import attention
 from bitvla_ros.model.bitlinear import BitLinear
 from bitvla_ros.model.config import VisionConfig
 
@@ -32,12 +33,13 @@ class VisionAttention(nn.Module):
         d, q = cfg.hidden_size, cfg.quantized
         self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (BitLinear(d, d, quantize=q) for _ in range(4))
+        self.attention_impl = attention.DEFAULT  # kernels/attention.py; BitVLA.set_attention sets it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = (p(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = F.scaled_dot_product_attention(q, k, v)  # all patches attend to all patches
+        out = attention.get(self.attention_impl)(q, k, v)  # all patches attend to all patches
         return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
