@@ -53,13 +53,7 @@ def test_a_deployed_cpu_model_takes_the_measured_attention(tmp_path, monkeypatch
     assert model.attention_tuning.source == "cache" and model.attention_name == tuning.choice.backend
     # both give the same actions up to float rounding, which an int8 activation quantizer can turn
     # into a flipped step now and then
-    images, instruction, proprio = tiny.observation(0, model.config)
-    batch = tiny.processor(model.config)(images, instruction, proprio)
-    out = {}
-    with torch.no_grad():
-        for name in attention.IMPLS:
-            model.set_attention(name)
-            out[name] = model(**batch)
+    out = tiny.actions_per_setting(model, {n: (lambda m, n=n: m.set_attention(n)) for n in attention.IMPLS})
     assert (out["gemm"] - out["sdpa"]).abs().max() < 0.05
 
 

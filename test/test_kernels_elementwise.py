@@ -58,13 +58,7 @@ def test_a_cpu_deployment_takes_the_measured_elementwise_and_keeps_its_actions(t
     assert tuning is not None and set(tuning.seconds) == set(elementwise.IMPLS)
     impls = {m.elementwise_impl for m in model.modules() if hasattr(m, "elementwise_impl")}
     assert impls == {min(tuning.seconds, key=tuning.seconds.get)}
-    images, instruction, proprio = tiny.observation(0, model.config)
-    batch = tiny.processor(model.config)(images, instruction, proprio)
-    out = {}
-    with torch.no_grad():
-        for name in elementwise.IMPLS:
-            model.set_elementwise(name)
-            out[name] = model(**batch).float()
+    out = tiny.actions_per_setting(model, {n: (lambda m, n=n: m.set_elementwise(n)) for n in elementwise.IMPLS})
     assert (out["fused"] - out["torch"]).abs().max() < 0.05  # bf16 rounding flips at most
 
 

@@ -67,6 +67,18 @@ def observation(seed: int = 0, cfg: BitVLAConfig | None = None):
     return images, CORPUS[seed % len(CORPUS)], rng.uniform(-0.5, 0.5, cfg.proprio_dim)
 
 
+def actions_per_setting(model: BitVLA, settings: dict, seed: int = 0) -> dict:
+    """The chunk (fp32) the model gives one observation after each ``settings[name](model)`` call."""
+    images, instruction, proprio = observation(seed, model.config)
+    batch = processor(model.config)(images, instruction, proprio)
+    out = {}
+    with torch.no_grad():
+        for name, apply in settings.items():
+            apply(model)
+            out[name] = model(**batch).float()
+    return out
+
+
 def statistics(action_dim: int = 7, proprio_dim: int = 8) -> dict:
     """A dataset_statistics.json table in the published layout."""
     a_lo, a_hi = -np.linspace(0.5, 1.0, action_dim), np.linspace(0.3, 0.9, action_dim)

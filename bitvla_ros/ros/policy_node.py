@@ -388,7 +388,7 @@ class PolicyInterface:
         chosen = predictor.describe() if hasattr(predictor, "describe") else {}  # device, backend, forward: why
         values = {"model": self.model_label, "loading": self.loading, "last_load_error": self.last_load_error,
                   **{k: chosen.get(k) for k in ("device", "device_reason", "backend_reason", "forward")},
-                  "kernel_tuning": _tuning(predictor),
+                  **{name: _tuning(predictor, name) for name in TUNINGS},
                   "dry_run": self.node.get_parameter("dry_run").value,
                   "control_rate_hz": self.runner.settings.control_rate_hz,
                   **{k: v for k, v in s.items() if k not in ("enabled", "rejected")},
@@ -413,9 +413,14 @@ class PolicyInterface:
         node.destroy_publisher(self.diag_pub)
 
 
-def _tuning(predictor) -> str:
-    """The CPU backend choice `auto` measured on this model's shapes, with its timings ('' if none)."""
-    tuning = getattr(getattr(predictor, "model", None), "kernel_tuning", None)
+# What was measured on this machine for the loaded model: the kernel backend (`auto`), attention,
+# and RMSNorm/GLU (kernels/autotune.py), each with the timings behind it.
+TUNINGS = ("kernel_tuning", "attention_tuning", "elementwise_tuning")
+
+
+def _tuning(predictor, name: str = "kernel_tuning") -> str:
+    """A measured CPU choice of the loaded model, with its timings ('' if none)."""
+    tuning = getattr(getattr(predictor, "model", None), name, None)
     return tuning.describe() if tuning is not None else ""
 
 
