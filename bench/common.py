@@ -30,8 +30,10 @@ def release_free_heap() -> None:
         pass
 
 
-def rss_mb() -> float:
-    release_free_heap()
+def rss_mb(trim: bool = True) -> float:
+    """Whole-process resident MB; ``trim=False``: as the process holds it, freed heap included."""
+    if trim:
+        release_free_heap()
     return _status_kb("VmRSS") / 1024
 
 

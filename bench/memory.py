@@ -58,7 +58,8 @@ def child(mode: str, folder: str, forward: bool, backend: str, heads: str) -> di
         batch = dummy_inputs(model.config)
         start = time.perf_counter()
         actions = model(**batch)
-        out.update(forward=rss_mb(), forward_s=time.perf_counter() - start, finite=bool(torch.isfinite(actions).all()),
+        held = rss_mb(trim=False)  # before the trim: what a policy holds with BITVLA_CPU_HEAP=keep
+        out.update(forward_held=held, forward=rss_mb(), forward_s=time.perf_counter() - start, finite=bool(torch.isfinite(actions).all()),
                    tokens=batch["input_ids"].shape[1])
     out["anon"], out["file"] = rss_split_mb()
     out["mapped_model"] = mapped_rss_mb(Path(folder) / "model.safetensors") if mode == "mmap" else 0.0
@@ -122,11 +123,15 @@ def main() -> None:
         if mode == "mmap":
             print(f"{'':10s} model-attributable: {r['mapped_model']:.0f} MB of model.safetensors resident + "
                   f"{r['anon'] - r['anon_import']:.0f} MB heap added since import = {attributable:.0f} MB")
+        if "forward_held" in r:
+            print(f"{'':10s} before trimming: {r['forward_held']:.0f} MB (the freed heap kept for the next forward, "
+                  f"as a policy holds it between chunks with BITVLA_CPU_HEAP=keep; by default the predictor "
+                  f"trims after each chunk)")
         if "forward_s" in r:
             print(f"{'':10s} load {r['load_s']:.1f} s, one forward over {r['tokens']} tokens {r['forward_s']:.1f} s "
                   f"({r['backend']} kernels), finite={r['finite']}")
     print("\nresident = whole-process RSS (Python, torch and the model) after freed heap is returned to the "
-          "OS (malloc_trim); 'model' = RSS added by loading; 'peak' = VmHWM, before any trim; "
+          "OS (malloc_trim, as the predictor does after each chunk); 'model' = RSS added by loading; 'peak' = VmHWM, before any trim; "
           "'vs bf16' = bf16 master weight bytes / resident after the forward.")
 
 

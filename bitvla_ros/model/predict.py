@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bitvla_ros.model.bitvla import BitVLA
+from bitvla_ros.kernels import heap
 from bitvla_ros.kernels.registry import backend_reason
 from bitvla_ros.model.checkpoint import load_model
 from bitvla_ros.model.cuda_graph import GRAPH, DeployedForward
@@ -107,4 +108,6 @@ class BitVLAPredictor:
         state = self.stats.normalize_proprio(proprio) if self.model.config.use_proprio else None
         batch = {k: v.to(self.device) for k, v in self.processor(images, instruction, state).items()}
         normalized = self.forward(**batch)[0].cpu().double().numpy()
+        if self.device.type == "cpu":
+            heap.release_free_heap()  # the activations' pages, until the next chunk (kernels/heap.py)
         return ActionChunk(self.stats.unnormalize_actions(normalized), normalized, time.perf_counter() - start)
