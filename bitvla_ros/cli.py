@@ -46,8 +46,12 @@ def _cmd_info(args) -> int:
     print(f"  actions {config.action_chunk} steps x {config.action_dim} dims from {config.num_images} images"
           f"{' + proprio(' + str(config.proprio_dim) + ')' if config.use_proprio else ''}")
     print()
-    print(format_inventory(inventory(config, embedding=args.embedding)))
-    print(f"(packed: ternary linears at 2 bits + an fp32 scale each, token embedding {args.embedding}, rest bf16)")
+    heads = args.heads or "float"
+    if args.heads is None and args.model and Path(args.model).is_dir():
+        heads = json.loads((Path(args.model) / "config.json").read_text()).get("bitvla_ros", {}).get("heads", "float")
+    print(format_inventory(inventory(config, embedding=args.embedding, heads=heads)))
+    print(f"(packed: ternary linears at 2 bits + an fp32 scale each, token embedding {args.embedding}, "
+          f"heads {'int8 rows + scales' if heads == 'int8' else 'bf16'}, rest bf16)")
     print()
     try:
         device = resolve_device(args.device)
@@ -63,7 +67,7 @@ def _cmd_info(args) -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
     tunings = autotune.cached()
-    print(f"cpu kernel autotune on this machine ({autotune.cache_path()}): "
+    print(f"cpu autotune on this machine: kernels, attention, RMSNorm/GLU ({autotune.cache_path()}): "
           + ("\n  ".join([""] + [t.describe() + f" [{t.workload}]" for t in tunings]) if tunings else
              "not measured yet (the first `auto` load of a model on this CPU measures it)"))
     if args.model:
@@ -437,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--backend", default="auto", help="kernel backend to resolve (default: auto)")
     info.add_argument("--device", default="auto", help=_DEVICE_HELP)
     info.add_argument("--embedding", default="int8", choices=["int8", "float"], help="embedding storage when packed")
+    info.add_argument("--heads", default=None, choices=["float", "int8"],
+                      help="projectors / action head storage when packed (default: the packed folder's, else float)")
     info.set_defaults(func=_cmd_info)
 
     conv = sub.add_parser("convert", help="published master weights -> packed deployment folder")
