@@ -20,6 +20,14 @@
 
 namespace bt_norm {
 
+// The portable loops are compiled for several x86 levels, picked by the loader (GCC's function
+// multiversioning); elsewhere once, for the target's baseline.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BT_CLONES
+#endif
+
 static inline float bf16_to_float(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
   float f;
@@ -37,7 +45,7 @@ static inline uint16_t float_to_bf16(float f) {
 
 constexpr int kLanes = 16;
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+BT_CLONES
 static void norm_row_bf16(const uint16_t* x, const uint16_t* w, int64_t K, float eps, uint16_t* y) {
   float part[kLanes] = {};
   int64_t k = 0;
@@ -59,7 +67,7 @@ static void norm_row_bf16(const uint16_t* x, const uint16_t* w, int64_t K, float
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+BT_CLONES
 static void norm_row_f32(const float* x, const float* w, int64_t K, float eps, float* y) {
   float part[kLanes] = {};
   int64_t k = 0;
@@ -72,7 +80,7 @@ static void norm_row_f32(const float* x, const float* w, int64_t K, float eps, f
   for (int64_t j = 0; j < K; ++j) y[j] = w[j] * (x[j] * r);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+BT_CLONES
 static void glu_bf16(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y) {
   for (int64_t j = 0; j < n; ++j) {
     const float a = std::max(bf16_to_float(g[j]), 0.0f);
@@ -81,7 +89,7 @@ static void glu_bf16(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* 
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+BT_CLONES
 static void glu_f32(const float* g, const float* u, int64_t n, float* y) {
   for (int64_t j = 0; j < n; ++j) {
     const float a = std::max(g[j], 0.0f);
@@ -90,7 +98,7 @@ static void glu_f32(const float* g, const float* u, int64_t n, float* y) {
 }
 
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #define BT_NORM_X86 1
 
