@@ -37,11 +37,14 @@ from bitvla_ros.quant import PackedTernary
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the int8 backend offers a packed-weights variant
 CACHE_FILE = "kernel_autotune.json"
 DROP_RATIO = 2.0
 WARMUP_DROP_RATIO = 4.0  # first calls are noisier (allocation, primitive creation)
 REPEATS = 3
+# How much faster than the fastest packed-weight candidate one that unpacks the weights (4x the
+# memory) must be to be chosen.
+EXPANSION_MARGIN = 0.10
 # The instruction sets that decide which integer units a kernel can use.
 ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
              "amx_tile", "amx_int8", "amx_bf16")
@@ -227,15 +230,40 @@ def measure(cands: Sequence[Candidate], work: Sequence[Workload], *, dtype: torc
             if totals[cand.label] > ratio * fastest and len(alive) > 1:
                 alive.remove(cand)
                 dropped.add(cand.label)
+    first: dict[str, Candidate] = {}
+    for cand in cands:  # leave every backend at its first (default) variant, not the last one timed
+        first.setdefault(cand.backend, cand)
+    for cand in first.values():
+        configure(resolve(cand.backend), cand)
     return {c.label: None if c.label in dropped else sum(w.count * t for w, t in zip(work, best[c.label]))
             for c in cands}
 
 
-def select(seconds: dict[str, float | None]) -> Candidate:
+def select(seconds: dict[str, float | None], expanding: Sequence[str] = ()) -> Candidate:
+    """The fastest candidate; one of ``expanding`` (labels of candidates that hold the weights
+    unpacked, e.g. int8 at 4x the packed bytes) only if it beats the fastest packed one by more
+    than ``EXPANSION_MARGIN``: a few percent of speed is not worth a model four times the size."""
     timed = {k: v for k, v in seconds.items() if v is not None}
     if not timed:
         raise RuntimeError("no kernel candidate could be timed")
-    return Candidate.from_label(min(timed, key=timed.get))
+    best = min(timed, key=timed.get)
+    packed = {k: v for k, v in timed.items() if k not in expanding}
+    if best in expanding and packed:
+        best_packed = min(packed, key=packed.get)
+        if packed[best_packed] <= timed[best] * (1 + EXPANSION_MARGIN):
+            best = best_packed
+    return Candidate.from_label(best)
+
+
+def expanding_labels(cands: Sequence[Candidate], resolve: Callable[[str], object] | None = None) -> list[str]:
+    """The candidates whose backend says this variant keeps an unpacked copy of the weights."""
+    resolve = resolve or (lambda name: get_backend(name, "cpu"))
+    out = []
+    for cand in cands:
+        expands = getattr(resolve(cand.backend), "expands_weights", None)
+        if expands is not None and expands(**dict(cand.variant)):
+            out.append(cand.label)
+    return out
 
 
 # --- the cache -----------------------------------------------------------------------------------
@@ -287,7 +315,7 @@ def tune(work: Sequence[Workload], *, dtype: torch.dtype = torch.bfloat16, path:
     if tuning is None:
         start = time.perf_counter()
         seconds = measure(cands, work, dtype=dtype, resolve=resolve, **measure_kwargs)
-        tuning = Tuning(select(seconds), seconds, machine, "measured", workload)
+        tuning = Tuning(select(seconds, expanding_labels(cands, resolve)), seconds, machine, "measured", workload)
         log.info("kernel autotune took %.1f s", time.perf_counter() - start)
         if use_cache:
             _write_cache(path, key, tuning)

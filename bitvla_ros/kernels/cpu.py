@@ -38,7 +38,7 @@ from bitvla_ros.quant import PackedTernary, quantize_activations_int8
 log = logging.getLogger(__name__)
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-_SOURCES = ("ternary_cpu.cpp", "ternary_cpu_kernel.h", "norm_cpu.cpp")
+_SOURCES = ("ternary_cpu.cpp", "ternary_cpu_kernel.h", "norm_cpu.cpp", "unpack_cpu.cpp")
 _ISAS = {"portable": 0, "avx2": 1, "avx512vnni": 2, "avxvnni": 3}
 _FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -60,6 +60,7 @@ class _Ops:
         self.matmul, self.matmul_codes = ops.matmul.default, ops.matmul_codes.default
         self.quantize, self.isa_supported, self.best_isa = ops.quantize, ops.isa_supported, ops.best_isa
         self.rms_norm, self.relu2_glu = ops.rms_norm.default, ops.relu2_glu.default
+        self.unpack_rows = ops.unpack_rows.default
 
     @staticmethod
     def isa_name(isa_id: int) -> str:
@@ -73,7 +74,7 @@ def _build() -> _Ops:
     cpp_extension.load(
         # The header is not part of torch's rebuild check; the digest in the name is.
         name=f"bitvla_ternary_cpu_{digest}",
-        sources=[str(_CSRC / "ternary_cpu.cpp"), str(_CSRC / "norm_cpu.cpp")],
+        sources=[str(_CSRC / f) for f in _SOURCES if f.endswith(".cpp")],
         extra_include_paths=[str(_CSRC)],
         # No -march: each SIMD flavour carries its own target pragma and is picked at run time,
         # so one cached build runs on any x86-64. No fast-math: the fp32 epilogue must round like torch.

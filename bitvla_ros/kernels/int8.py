@@ -4,8 +4,13 @@ For machines the packed paths do not cover (a GPU without the Triton W2A8 kernel
 sm80 or without triton; a CPU where the C++ kernel cannot be built). bitsandbytes' int8 matmul
 runs it on CUDA (``available_on("cuda")`` runs a tiny one on this GPU once, so `auto` takes it only
 where it works); `torch._int_mm` (oneDNN, VNNI where the CPU has it) on the CPU. The CUDA and CPU
-paths are separate functions. It pays for its reach in memory: `prepare`
-unpacks each matrix to int8, four times the packed size.
+paths are separate functions. It pays for its reach in memory: `prepare` unpacks each matrix to
+int8, four times the packed size.
+
+On a CPU a second variant, ``weights=packed``, keeps only the packed codes and decodes one band
+of ``BAND_ROWS`` weight rows at a time into int8 right before its `_int_mm` (csrc/unpack_cpu.cpp):
+oneDNN's GEMM (AMX tiles on a Xeon that has them) on the packed model's memory, for the cost of
+decoding each weight once per matmul. The autotuner times both variants.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from bitvla_ros.quant import PackedTernary, quantize_activations_int8, unpack_te
 
 # bitsandbytes' CUDA int8 matmul wants K in multiples of 4; 16 keeps every vendor kernel happy.
 _CUDA_K_MULTIPLE = 16
+# Weight rows decoded per `_int_mm` by the packed variant: 1,024 x 2,560 int8 is 2.6 MB, about one
+# core's share of L2 + L3 slice, and wide enough that oneDNN's blocking stays efficient.
+BAND_ROWS = 1024
+WEIGHTS = ("int8", "packed")
+_config = {"weights": "int8"}
 
 
 @dataclass(frozen=True)
@@ -105,19 +115,42 @@ class Int8Backend:
         return cuda_int8_status()[1] if device_type == "cuda" else "torch._int_mm"
 
     @staticmethod
-    def prepare(weight: PackedTernary) -> Int8Weight:
+    def variants() -> list[dict]:
+        """For the CPU autotuner: int8 weights held whole, and (where the cpu kernel's extension
+        is built) packed weights decoded band by band."""
+        return [{"weights": w} for w in WEIGHTS if w == "int8" or _unpacker() is not None]
+
+    @staticmethod
+    def expands_weights(weights: str = "int8") -> bool:
+        """Whether this variant holds the weights unpacked (4x the packed bytes)."""
+        return weights == "int8"
+
+    @staticmethod
+    def configure(weights: str = "int8") -> None:
+        if weights not in WEIGHTS:
+            raise ValueError(f"int8 backend weights {weights!r}; expected one of {WEIGHTS}")
+        _config["weights"] = weights
+
+    @staticmethod
+    def prepare(weight: PackedTernary) -> Int8Weight | PackedTernary:
+        if _config["weights"] == "packed" and weight.codes.device.type == "cpu" and _unpacker() is not None:
+            codes = weight.codes.contiguous()
+            return weight if codes is weight.codes else PackedTernary(codes, weight.scale, weight.in_features)
         codes = unpack_ternary(weight.codes, weight.in_features, torch.int8)
         if codes.is_cuda and codes.shape[1] % _CUDA_K_MULTIPLE:
             codes = F.pad(codes, (0, -codes.shape[1] % _CUDA_K_MULTIPLE))
         return Int8Weight(codes.contiguous(), weight.scale, weight.in_features)
 
     @staticmethod
-    def matmul(x: torch.Tensor, w: Int8Weight) -> torch.Tensor:
+    def matmul(x: torch.Tensor, w: Int8Weight | PackedTernary) -> torch.Tensor:
         k = w.in_features
         if x.shape[-1] != k:
             raise ValueError(f"input has {x.shape[-1]} features, the ternary weight expects {k}")
         xq, xs = quantize_activations_int8(x.reshape(-1, k))
-        acc = _int8_matmul_cuda(xq, w) if xq.is_cuda else _int8_matmul_cpu(xq, w)
+        if isinstance(w, PackedTernary):
+            acc = _int8_matmul_cpu_bands(xq, w)
+        else:
+            acc = _int8_matmul_cuda(xq, w) if xq.is_cuda else _int8_matmul_cpu(xq, w)
         y = acc.float() * (w.scale / xs)
         return y.reshape(*x.shape[:-1], w.out_features)
 
@@ -134,3 +167,22 @@ def _int8_matmul_cuda(xq: torch.Tensor, w: Int8Weight) -> torch.Tensor:
 
 def _int8_matmul_cpu(xq: torch.Tensor, w: Int8Weight) -> torch.Tensor:
     return torch._int_mm(xq, w.codes.t())
+
+
+def _unpacker():
+    """The cpu extension's band decoder, or None where the extension cannot be built."""
+    from bitvla_ros.kernels import cpu
+
+    ext = cpu._extension()
+    return ext.unpack_rows if ext is not None else None
+
+
+def _int8_matmul_cpu_bands(xq: torch.Tensor, w: PackedTernary) -> torch.Tensor:
+    """int32 (M, N) = xq · codesᵀ, ``BAND_ROWS`` weight rows decoded at a time."""
+    unpack = _unpacker()
+    n = w.codes.shape[0]
+    acc = torch.empty(xq.shape[0], n, dtype=torch.int32)
+    for r0 in range(0, n, BAND_ROWS):
+        rows = min(BAND_ROWS, n - r0)
+        acc[:, r0:r0 + rows] = torch._int_mm(xq, unpack(w.codes, r0, rows, w.in_features).t())
+    return acc
