@@ -223,7 +223,9 @@ class BitVLA(nn.Module):
     def set_backend(self, name: str = "auto") -> None:
         """The kernel backend of every packed layer. ``auto`` with the codes on the CPU times the
         available backends on this model's shapes (or reads this machine's cached timings):
-        ``kernel_tuning`` keeps the choice and the figures behind it."""
+        ``kernel_tuning`` keeps the choice and the figures behind it. With the codes on the CPU
+        (any backend) the attention and RMSNorm/GLU implementations are chosen the same way
+        (``attention_tuning``, ``elementwise_tuning``)."""
         self.kernel_tuning = self.attention_tuning = None
         on_cpu = self.deployed and self.device_of_codes() == "cpu"
         if on_cpu:
