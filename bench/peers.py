@@ -2,8 +2,10 @@
 
 Each contender runs in a subprocess of its own, one after the other, so that its peak RSS is its
 own and two multi-GB models never sit in memory together:
-  ours        the full-size BitVLA in deploy form (random packed weights), backend `auto` (or
-              --backend): the whole forward (vision + LLM + head) and its LLM part;
+  ours        the full-size BitVLA in deploy form (random packed weights, written to a packed
+              folder by a child of its own and memory-mapped from it, as a deployment loads
+              it), backend `auto` (or --backend): the whole forward (vision + LLM + head) and
+              its LLM part;
   hf-bf16     transformers' BitNetModel with plain bf16 nn.Linear layers (a dense model holding
               7x our weight bytes), one pass of the same number of tokens;
   hf-ternary  the same with its online ternary quantization (AutoBitLinear, quantization_mode
@@ -23,6 +25,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,11 +54,20 @@ def _timed(fn, repeats: int) -> tuple[float, list[float], list[float]]:
     return first, times, cpu
 
 
+def write_ours(args) -> dict:
+    from bitvla_ros.model.checkpoint import save_packed
+
+    save_packed(random_deploy_model(preset(args.preset)), args.folder)
+    return {}
+
+
 def run_ours(args) -> dict:
     from model import stage_times
 
+    from bitvla_ros.model.checkpoint import load_packed
+
     config = preset(args.preset)
-    model = random_deploy_model(config)
+    model = load_packed(args.folder, backend="reference")
     batch = dummy_inputs(config)
     model.set_backend(args.backend)
     picked = model.kernel_tuning.describe() if model.kernel_tuning is not None else model.backend_name
@@ -108,7 +120,10 @@ def run_hf(args, ternary: bool) -> dict:
 def child(args) -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
-    result = run_ours(args) if args.one == "ours" else run_hf(args, ternary=args.one == "hf-ternary")
+    if args.one == "write-ours":
+        result = write_ours(args)
+    else:
+        result = run_ours(args) if args.one == "ours" else run_hf(args, ternary=args.one == "hf-ternary")
     result.update(peer=args.one, peak_rss_mb=peak_rss_mb())
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -120,20 +135,29 @@ def main() -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--one", choices=PEERS, help=argparse.SUPPRESS)  # internal: run one peer here
+    p.add_argument("--one", choices=PEERS + ("write-ours",), help=argparse.SUPPRESS)  # internal: one peer here
+    p.add_argument("--folder", help=argparse.SUPPRESS)  # internal: our packed folder
     args = p.parse_args()
     if args.one:
         return child(args)
+    with tempfile.TemporaryDirectory(prefix="bitvla-peers-") as tmp:
+        compare(args, str(Path(tmp) / "packed"))
 
+
+def compare(args, folder: str) -> None:
     print(f"{autotune.machine_id(args.threads)}; {args.preset}, repeats {args.repeats} (medians)")
     results = []
-    for peer in args.peers.split(","):
+    peers = args.peers.split(",")
+    for peer in (["write-ours"] if "ours" in peers else []) + peers:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", peer, "--preset", args.preset,
-               "--backend", args.backend, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+               "--backend", args.backend, "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--folder", folder]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(f"{peer}: failed (exit {proc.returncode}): {proc.stderr.strip()[-600:]}")
+            continue
+        if peer == "write-ours":
             continue
         results.append(json.loads(lines[-1][len("RESULT "):]))
         r = results[-1]
