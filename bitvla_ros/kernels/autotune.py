@@ -301,26 +301,12 @@ def tune(work: Sequence[Workload], *, dtype: torch.dtype = torch.bfloat16, path:
          resolve: Callable[[str], object] | None = None, **measure_kwargs) -> Tuning:
     """The fastest candidate for this workload on this CPU: from the cache, or measured now (and
     stored). The winner's variant is applied to its backend."""
-    machine = machine_id()
     workload = f"{str(dtype).removeprefix('torch.')} " + " ".join(w.key for w in work)
-    key = f"{machine} | {workload}"
-    path = path or cache_path()
     cands = list(cands) if cands is not None else candidates("cpu")
-    labels = {c.label for c in cands}
-    tuning = None
-    if use_cache:
-        entry = _read_cache(path).get(key)
-        if entry is not None and entry.get("choice") in labels:  # still available here
-            tuning = Tuning.from_json(entry)
-    if tuning is None:
-        start = time.perf_counter()
-        seconds = measure(cands, work, dtype=dtype, resolve=resolve, **measure_kwargs)
-        tuning = Tuning(select(seconds, expanding_labels(cands, resolve)), seconds, machine, "measured", workload)
-        log.info("kernel autotune took %.1f s", time.perf_counter() - start)
-        if use_cache:
-            _write_cache(path, key, tuning)
+    tuning = _tune(workload, [c.label for c in cands],
+                   lambda: measure(cands, work, dtype=dtype, resolve=resolve, **measure_kwargs),
+                   path, use_cache, "ternary kernel backend", expanding_labels(cands, resolve))
     configure((resolve or (lambda name: get_backend(name, "cpu")))(tuning.choice.backend), tuning.choice)
-    log.info("ternary kernel backend for cpu tensors: %s", tuning.describe())
     return tuning
 
 
@@ -398,8 +384,8 @@ def tune_elementwise(rows: int, hidden: int, intermediate: int, layers: int, *, 
                  path, use_cache, "RMSNorm / GLU")
 
 
-def _tune(workload: str, allowed: Sequence[str], measure_now: Callable[[], dict[str, float]],
-          path: Path | None, use_cache: bool, what: str) -> Tuning:
+def _tune(workload: str, allowed: Sequence[str], measure_now: Callable[[], dict[str, float | None]],
+          path: Path | None, use_cache: bool, what: str, expanding: Sequence[str] = ()) -> Tuning:
     """A measured choice among ``allowed``, read from this machine's cache or measured and stored."""
     machine = machine_id()
     key = f"{machine} | {workload}"
@@ -408,8 +394,10 @@ def _tune(workload: str, allowed: Sequence[str], measure_now: Callable[[], dict[
         entry = _read_cache(path).get(key)
         if entry is not None and entry.get("choice") in allowed:
             return Tuning.from_json(entry)
+    start = time.perf_counter()
     seconds = measure_now()
-    tuning = Tuning(select(seconds), seconds, machine, "measured", workload)
+    tuning = Tuning(select(seconds, expanding), seconds, machine, "measured", workload)
+    log.info("%s autotune took %.1f s", what, time.perf_counter() - start)
     if use_cache:
         _write_cache(path, key, tuning)
     log.info("%s for cpu tensors: %s", what, tuning.describe())

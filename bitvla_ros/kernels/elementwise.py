@@ -25,10 +25,10 @@ def relu2_glu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 def _ops():
+    """The cpu kernel's compiled extension (built on first use), or None."""
     from bitvla_ros.kernels import cpu
 
-    ext = cpu._extension()
-    return ext
+    return cpu._extension()
 
 
 def fused_available() -> bool:
