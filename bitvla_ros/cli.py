@@ -180,7 +180,7 @@ def _eval_config(args, **overrides):
                   init_start=args.init_start, seeds=args.seeds, split=args.split, backend=args.backend,
                   device=args.device,
                   image_size=args.image_size, unnorm_key=args.unnorm_key, max_steps=args.max_steps,
-                  in_process=args.in_process, policy_threads=args.policy_threads)
+                  in_process=args.in_process, policy_threads=args.policy_threads, jobs=args.jobs)
     return EvalConfig(**{**fields, **overrides})
 
 
@@ -428,6 +428,10 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=0, help="steps per episode (0 = the suite's limit)")
     p.add_argument("--policy-threads", type=int, default=1,
                    help="torch threads of the policy process (default 1: the sim renders on another core)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes the episodes are split over, each with its own sim and policy (over ROS "
+                        "in a ROS domain of its own); one evaluation keeps about one core busy, so use up to the "
+                        "number of cores")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,9 +74,9 @@ def test_eval_runs_every_seed_and_reports_each_and_pooled(fake_rollouts, tmp_pat
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(tmp_path / "m"), "--output", str(out), "--in-process", "--tasks", "1,9",
                  "--split", "test", "--seeds", "1,2"]) == 0
-    assert [c["seed"] for c in fake_rollouts] == [1, 2]
+    assert [c["seed"] for c in fake_rollouts] == [1, 1, 2, 2]  # one env per seed and task
     assert all((c["init_start"], c["episodes"]) == (40, 10) for c in fake_rollouts)
-    assert fake_rollouts[0]["video_dir"] != fake_rollouts[1]["video_dir"]  # one video folder per seed
+    assert fake_rollouts[0]["video_dir"] != fake_rollouts[2]["video_dir"]  # one video folder per seed
     result = json.loads((out / "results.json").read_text())
     assert result["evaluated_on"] == {"init_states": "40–49", "splits": ["test"], "seeds": [1, 2], "tasks": [1, 9],
                                       "episodes_per_seed": 20}

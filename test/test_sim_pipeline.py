@@ -78,6 +78,29 @@ def test_eval_runs_a_policy_in_lockstep_over_ros(tmp_path):
     assert np.isfinite(result["wall_s"])
 
 
+def test_eval_jobs_split_the_episodes_and_merge_them_as_one_run(tmp_path):
+    """--jobs 2 over ROS: each worker runs one seed with its own sim and policy in its own ROS
+    domain; the parent writes one results.json and videos folder in the single-process order."""
+    from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
+
+    model = tmp_path / "model"
+    convert(tiny.write_published_checkpoint(tmp_path / "pub", tiny.model(seed=1)), model)
+    lines = []
+    result = run_evaluation(EvalConfig(model=str(model), output=str(tmp_path / "eval"), suite="libero_goal",
+                                       tasks=[9], episodes=2, init_start=40, seeds=[1, 2], backend="reference",
+                                       image_size=64, max_steps=8, jobs=2), log=lines.append)
+    assert [(e["seed"], e["init_state"], e["steps"]) for e in result["episodes"]] == [
+        (1, 40, 8), (1, 41, 8), (2, 40, 8), (2, 41, 8)]
+    assert list(result["per_seed"]) == ["1", "2"] and result["summary"]["all tasks"]["trials"] == 4
+    assert result["config"]["jobs"] == 2 and len(result["policy_chunk_latency"]["per_job"]) == 2
+    for k, seed in enumerate([1, 2]):  # each worker ran one seed, in a folder of its own
+        job = json.loads((tmp_path / "eval" / "jobs" / str(k) / "results.json").read_text())
+        assert {e["seed"] for e in job["episodes"]} == {seed} and job["config"]["shard"] == [k, 2]
+    videos = sorted(v.name.split("_")[2] for v in (tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert videos == ["seed1", "seed1", "seed2", "seed2"]
+    assert "in 2 jobs of 2, 2 episodes" in lines[0]
+
+
 def test_lockstep_sim_sends_its_observation_again_when_no_command_comes(rclpy_context, tmp_path):
     """Cameras are best effort: if the frame a policy should answer is lost, lockstep would wait
     forever. The sim publishes the same observation again (same stamp, time does not advance)."""

@@ -57,6 +57,8 @@ class EvalConfig:
     image_pipeline: str | None = None  # auto, siglip or libero
     policy_seed: int | None = None     # torch/numpy/random seed of the policy; -1 = unseeded
     execute_steps: int = 8
+    jobs: int = 1                     # worker processes the episodes are split over (bitvla_ros/sim/jobs.py)
+    shard: list[int] | None = None    # [k, n]: this worker runs block k of n (set by the parent of the jobs)
 
     def __post_init__(self):
         if self.split is not None:
@@ -99,6 +101,10 @@ class EvalConfig:
 
 
 def run_evaluation(cfg: EvalConfig, log=print) -> dict:
+    if cfg.jobs > 1 and cfg.shard is None:
+        from bitvla_ros.ros.eval_jobs import run_jobs
+
+        return run_jobs(cfg, log)
     if cfg.in_process:
         return _run_in_process(cfg, log)
     import rclpy
@@ -110,8 +116,9 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
 
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    mine = _my_episodes(cfg)
     sim = NodeProcess("bitvla_ros.ros.sim_node", "bitvla_sim", {
-        "suite": cfg.suite, "task_id": cfg.tasks[0], "init_state": cfg.init_start, "seed": cfg.seeds[0],
+        "suite": cfg.suite, "task_id": mine[0][1], "init_state": mine[0][2], "seed": mine[0][0],
         "image_size": cfg.image_size, "mode": "lockstep", "max_steps": cfg.max_steps, "reset_on_start": False,
         "video_dir": str(out / "videos") if cfg.video else ""}, out / "logs")
     policy = NodeProcess("bitvla_ros.ros.policy_node", "bitvla_policy", {
@@ -138,7 +145,7 @@ def run_evaluation(cfg: EvalConfig, log=print) -> dict:
             raise RuntimeError(f"the policy node could not load {cfg.model}:\n{policy.log_tail()}")
         log(f"policy up (backend {status.get('backend')}, device {status.get('device')}); {_plan(cfg)}")
         _note_jpeg_decoder(cfg, log)
-        for seed, task, init in _schedule(cfg):
+        for seed, task, init in mine:
             # A new seed rebuilds the sim's env (fixture placement and layout are drawn from it).
             driver.set_params("bitvla_sim", {"task_id": task, "init_state": init, "seed": seed})
             t0 = time.perf_counter()
@@ -179,6 +186,7 @@ def _run_in_process(cfg: EvalConfig, log=print) -> dict:
     from bitvla_ros.model.predict import BitVLAPredictor
     from bitvla_ros.sim.evaluation import latency_stats
     from bitvla_ros.sim.protocol import seed_everything
+    from bitvla_ros.sim.jobs import runs
     from bitvla_ros.sim.rollout_inprocess import run_in_process
 
     out = Path(cfg.output).expanduser()
@@ -194,11 +202,15 @@ def _run_in_process(cfg: EvalConfig, log=print) -> dict:
     log(f"model loaded in process ({predictor.summary()}; image pipeline {predictor.processor.image_pipeline}, "
         f"unnorm key {predictor.stats.key}); {_plan(cfg)}")
     _note_jpeg_decoder(cfg, log)
+    if cfg.shard is not None and cfg.policy_threads > 0:  # one of several jobs: share the cores
+        import torch
+
+        torch.set_num_threads(cfg.policy_threads)
     episodes, latencies = [], []
-    for seed in cfg.seeds:
-        log(f" env seed {seed}")
+    for seed, task, inits in runs(_my_episodes(cfg)):
+        log(f" env seed {seed}, task {task}")
         records, chunk_seconds = run_in_process(
-            predictor, cfg.suite, cfg.tasks, cfg.episodes, cfg.init_start, cfg.image_size, seed,
+            predictor, cfg.suite, [task], len(inits), inits[0], cfg.image_size, seed,
             max_steps=cfg.max_steps, execute_steps=cfg.execute_steps,
             video_dir=out / "videos" / f"seed{seed}" if cfg.video else None, log=log)
         episodes += [{"seed": seed, **r} for r in records]
@@ -211,6 +223,16 @@ def _run_in_process(cfg: EvalConfig, log=print) -> dict:
 def _schedule(cfg: EvalConfig):
     """(seed, task, init state) of every episode: seeds outermost, so each seed builds its envs once."""
     return [(seed, task, init) for seed in cfg.seeds for task in cfg.tasks for init in cfg.init_states]
+
+
+def _my_episodes(cfg: EvalConfig):
+    """The episodes this process runs: all of them, or its block when it is one of several jobs."""
+    if cfg.shard is None:
+        return _schedule(cfg)
+    from bitvla_ros.sim.jobs import blocks
+
+    k, n = cfg.shard
+    return blocks(_schedule(cfg), n)[k]
 
 
 def _plan(cfg: EvalConfig) -> str:
