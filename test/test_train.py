@@ -70,6 +70,20 @@ def test_train_checkpoints_resumes_and_exports_a_working_model(dataset, tmp_path
     assert chunk.actions.shape == (8, 7) and np.isfinite(chunk.actions).all()
 
 
+def test_train_keeps_the_latest_checkpoints_or_every_one(dataset, tmp_path):
+    run = tmp_path / "run"
+    common = ["train", "--dataset", str(dataset), "--output", str(run), "--preset", "tiny", "--batch-size", "2",
+              "--warmup", "1", "--save-every", "1", "--num-workers", "0"]
+
+    def kept():
+        return sorted(d.name for d in (run / "checkpoints").iterdir())
+
+    assert main(common + ["--steps", "3", "--keep-checkpoints", "0"]) == 0
+    assert kept() == ["step_0000001", "step_0000002", "step_0000003"]  # every one, for `bitvla select`
+    assert main(common + ["--steps", "5", "--resume"]) == 0
+    assert kept() == ["step_0000004", "step_0000005"]  # the default: the latest two
+
+
 def test_training_reduces_the_loss(dataset, tmp_path):
     run = tmp_path / "fit"
     torch.manual_seed(0)

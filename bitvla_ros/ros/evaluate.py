@@ -238,8 +238,9 @@ def _my_episodes(cfg: EvalConfig):
 def _plan(cfg: EvalConfig) -> str:
     from bitvla_ros.sim.splits import describe
 
+    share = f", {len(_my_episodes(cfg))} of them in this job" if cfg.shard is not None else ""
     return (f"evaluating {cfg.suite} tasks {cfg.tasks} on init states {describe(cfg.init_states)}, env seeds "
-            f"{cfg.seeds}: {_count(len(_schedule(cfg)), 'episode')} ({cfg.protocol} protocol)")
+            f"{cfg.seeds}: {_count(len(_schedule(cfg)), 'episode')}{share} ({cfg.protocol} protocol)")
 
 
 def _count(n: int, noun: str) -> str:

@@ -29,7 +29,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def save_checkpoint(run_dir: Path, step: int, model: BitVLA, optimizer, stats: dict, tokenizer_dir: Path,
                     keep: int = 2) -> Path:
-    """Written to a temp folder, then renamed: a crash never leaves a half checkpoint behind."""
+    """Written to a temp folder, then renamed: a crash never leaves a half checkpoint behind. The
+    latest ``keep`` checkpoints stay (0: all)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -39,7 +40,7 @@ def save_checkpoint(run_dir: Path, step: int, model: BitVLA, optimizer, stats: d
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     old = sorted((d for d in final.parent.glob("step_*") if _STEP_DIR.search(d.name)), key=lambda d: d.name)
-    for d in old[:-keep]:
+    for d in old[:-keep] if keep > 0 else []:
         shutil.rmtree(d, ignore_errors=True)
     return final
 

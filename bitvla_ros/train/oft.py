@@ -186,7 +186,8 @@ def train(cfg: TrainConfig) -> Path:
                 if val_loader is not None:
                     record["val_loss"] = _validate(model, val_loader, rt.device)
                     checkpoints.append_metrics(run, record)
-                saved = checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer")
+                saved = checkpoints.save_checkpoint(run, step, model, optimizer, stats, run / "tokenizer",
+                                                    keep=cfg.keep_checkpoints)
                 runtime.save(saved)  # a checkpoint distilled or converted later keeps them
                 loss_curve(checkpoints.read_metrics(run), run / "loss.png", title=f"bitvla train: {run.name}")
         epoch += 1

@@ -29,7 +29,8 @@ def loss_curve(records: list[dict], path: Path, title: str = "training loss") ->
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    if len(loss) or val:  # a checkpoint can come before the first logged step
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -31,6 +31,8 @@ class TrainConfig:
     vocab_size: int = setting(400, "tokenizer size for a new model")
     val_episodes: int = setting(0, "hold out the last N episodes for validation")
     save_every: int = setting(1000, "steps between checkpoints")
+    keep_checkpoints: int = setting(2, "checkpoints kept in <output>/checkpoints, the latest ones (0 = every one, "
+                                       "to choose among them with `bitvla select`)")
     log_every: int = setting(10, "steps between metric lines")
     num_workers: int = setting(1, "data loading processes")
     seed: int = setting(0, "seed of the model init, the sampling and the augmentation")
