@@ -14,7 +14,8 @@ renders, the model's own image pipeline) and "libero", the published BitVLA eval
 state 0, env seed 0, policy seed 7, the LIBERO image pipeline (JPEG, Lanczos3, TF center crop),
 open-loop chunks of 8, the suite's step limit and the suite name as unnorm key. Anything given
 explicitly overrides them. `in_process` runs the same loop without ROS
-(bitvla_ros/sim/rollout_inprocess.py).
+(bitvla_ros/sim/rollout_inprocess.py); `jobs` splits the episodes over worker processes and merges
+their results (bitvla_ros/ros/eval_jobs.py).
 """
 
 from __future__ import annotations
