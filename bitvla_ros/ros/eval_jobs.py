@@ -77,7 +77,16 @@ def _gather_videos(folders: list[Path], dest: Path) -> None:
             shutil.move(str(f), target)
 
 
+def normal_priority() -> None:
+    """Run this worker (and the nodes it starts) under the normal scheduler. A real-time policy
+    inherited from the caller (SCHED_FIFO/RR) would let the busy executors of N lockstep sims take
+    every core of a small CPU from their policies, and the episodes stall. Lowering is always allowed."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    normal_priority()
     cfg = EvalConfig(**json.loads((argv or sys.argv[1:])[0]))
     k, n = cfg.shard
     prefix = f"[job {k + 1}/{n}] "
