@@ -14,20 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -44,6 +36,7 @@ def main() -> None:
 
     if not args.in_process:
         isolate()
+    from bitvla_ros.kernels.autotune import cpu_model
     from bitvla_ros.ros.evaluate import EvalConfig, run_evaluation
 
     tasks = [int(t) for t in args.tasks.split(",")]

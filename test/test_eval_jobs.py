@@ -4,7 +4,8 @@ together (bitvla_ros/sim/jobs.py); the workers themselves run in test_sim_pipeli
 import pytest
 
 from bitvla_ros.ros.evaluate import EvalConfig, _my_episodes, _schedule
-from bitvla_ros.sim.jobs import blocks, job_domain, merge_episodes, merge_latency, runs
+from bitvla_ros.ros.ros_env import job_domain
+from bitvla_ros.sim.jobs import blocks, merge_episodes, merge_latency, runs
 
 
 def test_blocks_cover_the_schedule_once_in_order_and_balance():

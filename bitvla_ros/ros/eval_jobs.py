@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from bitvla_ros.ros.evaluate import EvalConfig, _plan, _schedule, _write_results, run_evaluation
-from bitvla_ros.sim.jobs import blocks, job_domain, merge_episodes, merge_latency
+from bitvla_ros.ros.ros_env import current_domain, isolation_env, job_domain
+from bitvla_ros.sim.jobs import blocks, merge_episodes, merge_latency
 
 
 def run_jobs(cfg: EvalConfig, log=print) -> dict:
@@ -32,14 +32,12 @@ def run_jobs(cfg: EvalConfig, log=print) -> dict:
     parts = blocks(schedule, cfg.jobs)
     n = len(parts)
     log(f"{_plan(cfg)}, in {n} jobs of {', '.join(str(len(p)) for p in parts)} episodes")
-    base = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(1, 101))
+    base = current_domain()
     workers = []
     try:
         for k in range(n):
             job = replace(cfg, output=str(out / "jobs" / str(k)), jobs=1, shard=[k, n])
-            env = dict(os.environ)
-            if not cfg.in_process:
-                env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(job_domain(base, k)))
+            env = {**os.environ, **({} if cfg.in_process else isolation_env(job_domain(base, k)))}
             cmd = [sys.executable, "-m", "bitvla_ros.ros.eval_jobs", json.dumps(asdict(job))]
             workers.append((job, subprocess.Popen(cmd, env=env)))
         _wait(workers)
@@ -77,16 +75,7 @@ def _gather_videos(folders: list[Path], dest: Path) -> None:
             shutil.move(str(f), target)
 
 
-def normal_priority() -> None:
-    """Run this worker (and the nodes it starts) under the normal scheduler. A real-time policy
-    inherited from the caller (SCHED_FIFO/RR) would let the busy executors of N lockstep sims take
-    every core of a small CPU from their policies, and the episodes stall. Lowering is always allowed."""
-    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-
-
 def main(argv: list[str] | None = None) -> int:
-    normal_priority()
     cfg = EvalConfig(**json.loads((argv or sys.argv[1:])[0]))
     k, n = cfg.shard
     prefix = f"[job {k + 1}/{n}] "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -287,7 +287,9 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    run(SimNode, lambda: MultiThreadedExecutor(num_threads=2), args)
+    # Stepping runs on the sim thread and services only hand it work, so one executor thread serves;
+    # rclpy's multi-threaded one would spin a core (bitvla_ros/ros/spin.py).
+    run(SimNode, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,3 @@ def merge_latency(per_job: list[dict]) -> dict:
     backends = list(dict.fromkeys(j.get("backend") for j in per_job))
     return {"p50_ms": round(median(p50), 1) if p50 else None, "p95_ms": max(p95) if p95 else None,
             "backend": backends[0] if len(backends) == 1 else backends, "per_job": per_job}
-
-
-def job_domain(base: int, job: int) -> int:
-    """A ROS domain of its own for each job (sim and policy of one job talk only to each other),
-    in 1..101 like `isolate`'s random ones."""
-    return (base - 1 + job) % 101 + 1
